@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Both only need Python 3.11, git and make.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CHECKOV_VENV := $(VENV)/checkov
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup demo test lint lock clean-local
+
+setup: $(STAMP)
+
+# checkov pins packaging<24 while ray needs >=24.2, so it gets its own venv inside .venv.
+$(STAMP): requirements.lock requirements-checkov.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(BIN)/uv pip sync --quiet --python $(CHECKOV_VENV)/bin/python requirements-checkov.lock
+	touch $(STAMP)
+
+# The whole pipeline on the embedded defaults: local data folder, SQLite MLflow store.
+demo: setup
+	$(BIN)/mlflow run . -e main --env-manager local
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Re-resolves the pinned lock files from requirements*.in.
+lock: setup
+	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements-checkov.in -o requirements-checkov.lock
+
+# Removes the local stores that `make demo` creates.
+clean-local:
+	rm -rf data mlflow.db mlartifacts build airflow_home

@@ -1,0 +1,88 @@
+"""Embedded defaults and the environment variables that override them.
+
+Every stage reads its locations from here, so the same code runs on a laptop (local folders, a
+SQLite MLflow store) and in the cloud (S3 data store, a remote tracking server) by configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+UCI_DATASET_URL = (
+    "https://archive.ics.uci.edu/static/public/296/"
+    "diabetes+130-us+hospitals+for+years+1999-2008.zip"
+)
+RAW_CSV_NAME = "diabetic_data.csv"
+RAW_CSV_SHA256 = "0689e7ec031237dc63031b938805c48377748761a3b26acab621567afa24df97"
+
+MODEL_NAME = "health-predict"
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+PREVIOUS_CHAMPION_ALIAS = "previous-champion"
+
+DATA_EXPERIMENT = "HealthPredict_Data"
+TRAINING_EXPERIMENT = "HealthPredict_Training"
+REGISTRY_EXPERIMENT = "HealthPredict_Registry"
+MONITORING_EXPERIMENT = "HealthPredict_Monitoring"
+SIMULATION_EXPERIMENT = "HealthPredict_Simulation"
+DEPLOYMENT_EXPERIMENT = "HealthPredict_Deployment"
+
+# Relative keys inside the data store.
+RAW_DATA_KEY = "raw_data/diabetic_data.csv"
+QUARANTINE_KEY = "raw_data/quarantine.csv"
+PROCESSED_DIR = "processed_data"
+INITIAL_TRAIN_KEY = f"{PROCESSED_DIR}/initial_train.csv"
+INITIAL_VALIDATION_KEY = f"{PROCESSED_DIR}/initial_validation.csv"
+INITIAL_TEST_KEY = f"{PROCESSED_DIR}/initial_test.csv"
+FUTURE_DATA_KEY = f"{PROCESSED_DIR}/future_data.csv"
+CURRENT_BATCH_DIR = "current_batch_for_monitoring"
+DRIFT_REPORTS_DIR = "drift_reports"
+LOOP_STATE_KEY = "monitoring_state/loop_state.json"
+
+
+def raw_data_source() -> str:
+    """Where the raw dataset comes from: a URL, a CSV path or a zip path."""
+    return os.environ.get("HEALTH_PREDICT_RAW_DATA") or UCI_DATASET_URL
+
+
+def data_uri() -> str:
+    """Root of the data store: a local folder (default ``<project>/data``) or ``s3://bucket/prefix``."""
+    return os.environ.get("HEALTH_PREDICT_DATA_URI") or str(PROJECT_ROOT / "data")
+
+
+def tracking_uri() -> str:
+    """MLflow tracking URI: the env var, else a SQLite store in the project folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    """Where new experiments keep artifacts when the tracking store does not decide it."""
+    return os.environ.get("HEALTH_PREDICT_ARTIFACT_URI") or (PROJECT_ROOT / "mlartifacts").as_uri()
+
+
+def configure_mlflow() -> str:
+    """Point the MLflow client at the configured tracking store and return its URI."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    """Create the experiment if needed (artifacts under ``artifact_root()``) and make it active."""
+    configure_mlflow()
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        # A tracking server that proxies artifacts chooses the location itself.
+        location = None if tracking_uri().startswith("http") else f"{artifact_root()}/{name}"
+        experiment_id = client.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
