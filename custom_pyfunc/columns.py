@@ -95,10 +95,10 @@ _CSV_DTYPES = {
 
 
 def read_encounters_csv(source: str | bytes | IO[bytes]) -> pd.DataFrame:
-    """Encounters from a raw-format CSV: ``?`` and empty cells become missing, ``None`` stays a value.
+    """Encounters from a raw-format CSV: ``?`` and empty cells are missing, ``None`` is a value.
 
-    Known columns get their contract dtype (nullable ``Int64`` counts and ids, ``string`` categories);
-    unknown columns are read as text so that validation can name them.
+    Known columns get their contract dtype (nullable ``Int64`` counts and ids, ``string``
+    categories); unknown columns are read as text so that validation can name them.
     """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -117,3 +117,17 @@ def read_encounters_csv(source: str | bytes | IO[bytes]) -> pd.DataFrame:
 def to_raw_csv_bytes(frame: pd.DataFrame) -> bytes:
     """``frame`` in the raw file's format (missing as ``?``), so it reads back identically."""
     return frame.to_csv(index=False, na_rep=MISSING_MARKER, lineterminator="\n").encode("utf-8")
+
+
+def make_label(frame: pd.DataFrame, target: str = "30d") -> pd.Series:
+    """The binary label: ``30d`` is readmitted within 30 days (``<30``); ``any`` adds ``>30``."""
+    positives = {"30d": ("<30",), "any": ("<30", ">30")}
+    if target not in positives:
+        raise ValueError(f"unknown target {target!r}: use '30d' or 'any'")
+    return frame[LABEL_COLUMN].isin(positives[target]).astype("int8")
+
+
+def is_label_eligible(frame: pd.DataFrame) -> pd.Series:
+    """True where a readmission was possible (the encounter did not end in death or hospice)."""
+    disposition = pd.to_numeric(frame["discharge_disposition_id"], errors="coerce")
+    return ~disposition.isin(DEATH_OR_HOSPICE_DISPOSITIONS)

@@ -12,6 +12,15 @@ import pytest
 
 from steps import config
 
+# Fixture modules, one per area, so that each area's fixtures live beside each other.
+pytest_plugins = [
+    "tests.fixtures_data",
+    "tests.fixtures_model",
+    "tests.fixtures_mlflow_server",
+    "tests.fixtures_serving",
+    "tests.fixtures_airflow",
+]
+
 SHARED_ZIP = config.PROJECT_ROOT.parent / "shared" / "data" / "dataset_diabetes.zip"
 
 

@@ -1,0 +1,1 @@
+"""Fixtures for the airflow area (see tests/conftest.py)."""

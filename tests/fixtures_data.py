@@ -1,0 +1,1 @@
+"""Fixtures for the data area (see tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the mlflow_server area (see tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the model area (see tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the serving area (see tests/conftest.py)."""
