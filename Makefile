@@ -6,6 +6,13 @@ CHECKOV_VENV := $(VENV)/checkov
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
+# The dataset copy beside the project (CI, this workplace) wins over the UCI download when present.
+SHARED_ZIP := $(abspath ../shared/data/dataset_diabetes.zip)
+ifeq ($(origin HEALTH_PREDICT_RAW_DATA), undefined)
+ifneq ($(wildcard $(SHARED_ZIP)),)
+export HEALTH_PREDICT_RAW_DATA := $(SHARED_ZIP)
+endif
+endif
 
 .PHONY: setup demo test lint lock clean-local
 

@@ -50,6 +50,11 @@ CODED_ID_VALUES: dict[str, frozenset[int]] = {
     "admission_source_id": frozenset(range(1, 27)),
 }
 
+# Columns where the raw data has missing values (``?``); every other column is always filled.
+NULLABLE_COLUMNS = (
+    "race", "weight", "payer_code", "medical_specialty", "diag_1", "diag_2", "diag_3",
+)  # fmt: skip
+
 AGE_BRACKETS = tuple(f"[{lo}-{lo + 10})" for lo in range(0, 100, 10))
 
 # Categorical columns with a closed set of values (None = open set, e.g. specialties, ICD-9 codes).
@@ -94,11 +99,12 @@ _CSV_DTYPES = {
 }
 
 
-def read_encounters_csv(source: str | bytes | IO[bytes]) -> pd.DataFrame:
+def read_encounters_csv(source: str | bytes | IO[bytes], *, as_text: bool = False) -> pd.DataFrame:
     """Encounters from a raw-format CSV: ``?`` and empty cells are missing, ``None`` is a value.
 
     Known columns get their contract dtype (nullable ``Int64`` counts and ids, ``string``
     categories); unknown columns are read as text so that validation can name them.
+    ``as_text=True`` reads every column as text, so that validation sees unparseable cells.
     """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -108,7 +114,7 @@ def read_encounters_csv(source: str | bytes | IO[bytes]) -> pd.DataFrame:
     dtypes = {c: t for c, t in _CSV_DTYPES.items() if header is None or c in header}
     return pd.read_csv(
         source,
-        dtype=dtypes,
+        dtype=str if as_text else dtypes,
         keep_default_na=False,
         na_values=[MISSING_MARKER, ""],
     )

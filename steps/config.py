@@ -35,13 +35,18 @@ DEPLOYMENT_EXPERIMENT = "HealthPredict_Deployment"
 # Relative keys inside the data store.
 RAW_DATA_KEY = "raw_data/diabetic_data.csv"
 QUARANTINE_KEY = "raw_data/quarantine.csv"
+INGEST_SUMMARY_KEY = "raw_data/ingest_summary.json"
 PROCESSED_DIR = "processed_data"
 INITIAL_TRAIN_KEY = f"{PROCESSED_DIR}/initial_train.csv"
 INITIAL_VALIDATION_KEY = f"{PROCESSED_DIR}/initial_validation.csv"
 INITIAL_TEST_KEY = f"{PROCESSED_DIR}/initial_test.csv"
 FUTURE_DATA_KEY = f"{PROCESSED_DIR}/future_data.csv"
+# Hashes and row counts of the four processed files, written by split after them.
+PROCESSED_MANIFEST_KEY = f"{PROCESSED_DIR}/manifest.json"
 CURRENT_BATCH_DIR = "current_batch_for_monitoring"
 DRIFT_REPORTS_DIR = "drift_reports"
+# Model scores of the reference/baseline files, per model id and file hash (steps.monitor).
+SCORE_CACHE_DIR = "monitoring_cache/scores"
 LOOP_STATE_KEY = "monitoring_state/loop_state.json"
 
 

@@ -1,0 +1,159 @@
+"""Serving latency and throughput, side by side in one run, 1 worker each.
+
+(a) MLflow's scoring server hosting a trivial pyfunc with the champion's signature (the floor:
+parsing, MLflow's schema enforcement and JSON output, no model), (b) the champion through the
+scoring server, (c) the champion in-process (``PyFuncModel.predict`` on a prepared frame). Reports
+single-row p50/p99 latency, rows/s for 1,000-row batches and each server's peak RSS (VmHWM of its
+processes), and ends with one JSON line of the numbers and ratios.
+
+    python -m benchmarks.serving [--model-uri models:/health-predict@champion]
+
+Rows are real encounters from the data store's ``future_data.csv`` (run ``make demo`` first); they
+are sent over loopback only and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import psutil
+import requests
+from mlflow.models import ModelSignature
+
+from custom_pyfunc import columns, validation
+from steps import config, serve, storage
+
+SINGLE_ROW_REQUESTS = 300
+WARMUP_REQUESTS = 20
+BATCH_ROWS = 1_000
+BATCH_REQUESTS = 10
+
+
+class FloorModel(mlflow.pyfunc.PythonModel):
+    """Answers every row with a constant: what serving costs without any model work."""
+
+    def predict(self, context, model_input, params=None):
+        return pd.DataFrame({"prediction": np.zeros(len(model_input), dtype="int64"),
+                             "probability_score": np.zeros(len(model_input))})  # fmt: skip
+
+
+def encounter_records(n_rows: int) -> list[dict]:
+    """The first ``n_rows`` future encounters as JSON-ready records (label dropped)."""
+    uri = storage.join(config.data_uri(), config.FUTURE_DATA_KEY)
+    frame = columns.read_encounters_csv(storage.read_bytes(uri)).head(n_rows)
+    frame = frame.drop(columns=[columns.LABEL_COLUMN])
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+
+def percentiles_ms(seconds: list[float]) -> tuple[float, float]:
+    return float(np.percentile(seconds, 50) * 1e3), float(np.percentile(seconds, 99) * 1e3)
+
+
+def server_peak_rss_mb(port: int) -> float:
+    """Peak resident memory (VmHWM) of the process listening on ``port`` and its children."""
+    (pid,) = {
+        c.pid for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
+    }  # fmt: skip
+    server = psutil.Process(pid)
+    peak_kb = 0
+    for process in (server, *server.children(recursive=True)):
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        peak_kb += int(
+            next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]
+        )
+    return peak_kb / 1024
+
+
+def measure_server(model_uri: str, rows: list[dict]) -> dict:
+    """Single-row latencies, 1,000-row batch throughput and peak RSS of one served model."""
+    singles = [json.dumps({"dataframe_records": [row]}) for row in rows[:SINGLE_ROW_REQUESTS]]
+    batches = [
+        json.dumps({"dataframe_records": rows[i * BATCH_ROWS % len(rows) :][:BATCH_ROWS]})
+        for i in range(BATCH_REQUESTS)
+    ]
+    headers = {"Content-Type": "application/json"}
+    with serve.serve_model(model_uri, workers=1) as base_url, requests.Session() as http:
+        url = f"{base_url}/invocations"
+        for body in singles[:WARMUP_REQUESTS] + batches[:1]:
+            http.post(url, data=body, headers=headers).raise_for_status()
+        latencies = []
+        for body in singles:
+            start = time.perf_counter()
+            http.post(url, data=body, headers=headers).raise_for_status()
+            latencies.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for body in batches:
+            http.post(url, data=body, headers=headers).raise_for_status()
+        batch_seconds = time.perf_counter() - start
+        peak_rss = server_peak_rss_mb(int(base_url.rsplit(":", 1)[1]))
+    p50, p99 = percentiles_ms(latencies)
+    return {"p50_ms": p50, "p99_ms": p99, "rows_per_s": BATCH_REQUESTS * BATCH_ROWS / batch_seconds,
+            "peak_rss_mb": peak_rss}  # fmt: skip
+
+
+def measure_in_process(model_uri: str, rows: list[dict]) -> dict:
+    """The same measurements for ``PyFuncModel.predict`` in this process."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    singles = [pd.DataFrame([row]) for row in rows[:SINGLE_ROW_REQUESTS]]
+    batch = pd.DataFrame(rows[:BATCH_ROWS])
+    for frame in singles[:WARMUP_REQUESTS]:
+        model.predict(frame)
+    latencies = []
+    for frame in singles:
+        start = time.perf_counter()
+        model.predict(frame)
+        latencies.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(BATCH_REQUESTS):
+        model.predict(batch)
+    batch_seconds = time.perf_counter() - start
+    p50, p99 = percentiles_ms(latencies)
+    return {"p50_ms": p50, "p99_ms": p99, "rows_per_s": BATCH_REQUESTS * BATCH_ROWS / batch_seconds}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model-uri", default=f"models:/{config.MODEL_NAME}@{config.CHAMPION_ALIAS}"
+    )
+    args = parser.parse_args(argv)
+    config.configure_mlflow()
+    rows = encounter_records(max(BATCH_ROWS, SINGLE_ROW_REQUESTS))
+    with tempfile.TemporaryDirectory() as tmp:
+        floor_uri = str(Path(tmp) / "floor_model")
+        signature = ModelSignature(inputs=validation.input_schema())
+        mlflow.pyfunc.save_model(floor_uri, python_model=FloorModel(), signature=signature)
+        results = {
+            "floor_server": measure_server(floor_uri, rows),
+            "champion_server": measure_server(args.model_uri, rows),
+            "champion_in_process": measure_in_process(args.model_uri, rows),
+        }
+    for name, numbers in results.items():
+        print(f"{name:>20}: " + ", ".join(f"{k}={v:.1f}" for k, v in numbers.items()))
+    floor, served, local = (
+        results[k] for k in ("floor_server", "champion_server", "champion_in_process")
+    )
+    summary = {
+        **{
+            f"{name}_{k}": round(v, 2)
+            for name, numbers in results.items()
+            for k, v in numbers.items()
+        },
+        "champion_p50_over_floor": round(served["p50_ms"] / floor["p50_ms"], 2),
+        "server_throughput_over_in_process": round(served["rows_per_s"] / local["rows_per_s"], 2),
+        "goal_p50_within_1_5x_floor": served["p50_ms"] <= 1.5 * floor["p50_ms"],
+        "goal_throughput_at_least_half": served["rows_per_s"] >= 0.5 * local["rows_per_s"],
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""A lean scikit-learn transformer from engineered features to the numeric matrix a model needs.
+
+Category → index maps are plain dicts learnt at fit time, so transforming one row costs a few
+dictionary look-ups instead of a ``ColumnTransformer``'s per-call validation and concatenation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import TargetEncoder
+
+from custom_pyfunc import features
+
+MISSING_CATEGORY = "__missing__"
+# High-cardinality columns that also get a (cross-fitted, so leak-free) target encoding.
+TARGET_ENCODED_COLUMNS = (
+    "diag_1",
+    "diag_2",
+    "diag_3",
+    "medical_specialty",
+    "payer_code",
+    "discharge_disposition_id",
+    "admission_source_id",
+)
+
+
+def categorical_indices() -> list[int]:
+    """Columns of the ordinal matrix holding low-cardinality category codes (for LightGBM)."""
+    start = len(features.FEATURE_NUMERIC_COLUMNS)
+    return [
+        start + j
+        for j, name in enumerate(features.FEATURE_CATEGORICAL_COLUMNS)
+        if name not in TARGET_ENCODED_COLUMNS
+    ]
+
+
+class FeatureEncoder(TransformerMixin, BaseEstimator):
+    """Numeric matrix from :func:`features.engineer_features` output.
+
+    ``encoding="ordinal"`` (tree models): numeric columns as they are (NaN = missing), one integer
+    code per categorical column (frequency-ranked; categories seen fewer than ``min_frequency``
+    times and unseen ones share the last code; missing is its own category), plus the target
+    encoding of ``TARGET_ENCODED_COLUMNS``. ``encoding="onehot"`` (linear models): standardised,
+    median-imputed numeric columns and one indicator per category code.
+    """
+
+    def __init__(self, encoding: str = "ordinal", min_frequency: int = 20, random_state: int = 0):
+        self.encoding = encoding
+        self.min_frequency = min_frequency
+        self.random_state = random_state
+
+    def _codes(self, frame: pd.DataFrame) -> np.ndarray:
+        """Integer category codes, one column per categorical feature."""
+        block = frame[list(self.vocabularies_)].to_numpy(dtype=object)
+        codes = np.empty(block.shape, dtype="int64")
+        for j, vocabulary in enumerate(self.vocabularies_.values()):
+            other = len(vocabulary)
+            values = block[:, j]
+            codes[:, j] = [
+                vocabulary.get(MISSING_CATEGORY if v is None or v != v else v, other)
+                for v in values
+            ]
+        return codes
+
+    def _learn_vocabularies(self, frame: pd.DataFrame) -> None:
+        self.vocabularies_: dict[str, dict[str, int]] = {}
+        for name in features.FEATURE_CATEGORICAL_COLUMNS:
+            counts = frame[name].fillna(MISSING_CATEGORY).value_counts()
+            kept = counts[counts >= self.min_frequency].index
+            self.vocabularies_[name] = {category: i for i, category in enumerate(kept)}
+
+    def fit(self, frame: pd.DataFrame, y=None):
+        """Learn vocabularies, numeric statistics and target encodings from ``frame``."""
+        self.fit_transform(frame, y)
+        return self
+
+    def fit_transform(self, frame: pd.DataFrame, y=None, **fit_params) -> np.ndarray:
+        """Fit and return the training matrix (target encoding cross-fitted, so leak-free)."""
+        self._learn_vocabularies(frame)
+        numeric = frame[list(features.FEATURE_NUMERIC_COLUMNS)].to_numpy(dtype="float64")
+        codes = self._codes(frame)
+        if self.encoding == "onehot":
+            self.medians_ = np.nanmedian(numeric, axis=0)
+            imputed = np.where(np.isnan(numeric), self.medians_, numeric)
+            self.means_ = imputed.mean(axis=0)
+            self.scales_ = imputed.std(axis=0)
+            self.scales_[self.scales_ == 0] = 1.0
+            self.onehot_offsets_ = np.cumsum(
+                [0] + [len(v) + 1 for v in self.vocabularies_.values()]
+            )
+            return self._onehot_matrix(numeric, codes)
+        if self.encoding != "ordinal":
+            raise ValueError(f"unknown encoding {self.encoding!r}: use 'ordinal' or 'onehot'")
+        if y is None:
+            raise ValueError("ordinal encoding needs the label for its target encoding")
+        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=self.random_state)
+        self.target_encoder_ = TargetEncoder(target_type="binary", cv=folds)
+        encoded = self.target_encoder_.fit_transform(codes[:, self._target_encoded_idx()], y)
+        return np.hstack([numeric, codes, encoded])
+
+    def _target_encoded_idx(self) -> list[int]:
+        names = list(self.vocabularies_)
+        return [names.index(c) for c in TARGET_ENCODED_COLUMNS]
+
+    def _onehot_matrix(self, numeric: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        scaled = (np.where(np.isnan(numeric), self.medians_, numeric) - self.means_) / self.scales_
+        indicators = np.zeros((len(codes), self.onehot_offsets_[-1]))
+        rows = np.arange(len(codes))
+        for j in range(codes.shape[1]):
+            indicators[rows, self.onehot_offsets_[j] + codes[:, j]] = 1.0
+        return np.hstack([scaled, indicators])
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model matrix for ``frame`` (any number of rows, unseen categories allowed)."""
+        numeric = frame[list(features.FEATURE_NUMERIC_COLUMNS)].to_numpy(dtype="float64")
+        codes = self._codes(frame)
+        if self.encoding == "onehot":
+            return self._onehot_matrix(numeric, codes)
+        encoded = self.target_encoder_.transform(codes[:, self._target_encoded_idx()])
+        return np.hstack([numeric, codes, encoded])
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the output columns."""
+        if self.encoding == "onehot":
+            names = [*features.FEATURE_NUMERIC_COLUMNS]
+            for column, vocabulary in self.vocabularies_.items():
+                names += [f"{column}={category}" for category in vocabulary]
+                names.append(f"{column}=other")
+            return np.asarray(names, dtype=object)
+        names = [
+            *features.FEATURE_NUMERIC_COLUMNS,
+            *(f"{c}_code" for c in self.vocabularies_),
+            *(f"{c}_target_mean" for c in TARGET_ENCODED_COLUMNS),
+        ]
+        return np.asarray(names, dtype=object)

@@ -1,0 +1,286 @@
+"""The served model's input contract: its MLflow signature and the checks behind it.
+
+MLflow's scoring server (3.17.2) echoes the whole input frame into the error body whenever schema
+enforcement or ``predict`` raises an ``MlflowException``, and silently truncates a float sent to an
+integer column. So the signature is deliberately permissive (every column optional; counts typed
+``Any``, text columns ``string``), which MLflow's own enforcement cannot reject, and
+:func:`validate_model_input` does the real checks in one vectorised pass. Its
+:class:`InvalidModelInput` names the column and the problem, never a value, and keeps that message
+even when the server tries to prepend the input to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+from custom_pyfunc import columns
+
+MAX_BATCH_ROWS_ENV = "HEALTH_PREDICT_MAX_BATCH_ROWS"
+DEFAULT_MAX_BATCH_ROWS = 10_000
+
+_NULLABLE = frozenset(columns.NULLABLE_COLUMNS)
+_ALLOWED_TEXT = {
+    name: frozenset(values) for name, values in columns.CATEGORY_VALUES.items() if values
+}
+# Coded ids: a lookup table indexed by code, True where the code is defined.
+_ALLOWED_CODES = {
+    name: np.isin(np.arange(max(codes) + 1), sorted(codes))
+    for name, codes in columns.CODED_ID_VALUES.items()
+}
+_TEXT_COLUMNS = list(columns.STRING_INPUT_COLUMNS)
+_INTEGER_COLUMNS = list(columns.INTEGER_INPUT_COLUMNS)
+_POSITION = {name: j for j, name in enumerate(columns.INPUT_COLUMNS)}
+_BLANK_TEXT = frozenset({columns.MISSING_MARKER, ""})
+_NUMBER_TYPES = (int, float, np.integer, np.floating)
+_BOOL_TYPES = (bool, np.bool_)
+
+
+class InvalidModelInput(MlflowException):
+    """A request the model refuses: HTTP 400 ``INVALID_PARAMETER_VALUE``, naming columns only.
+
+    The scoring server rewrites ``e.message`` of any ``MlflowException`` to start with the whole
+    input frame; this class keeps its first message, so the error body says exactly what is wrong
+    and contains no patient value.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(
+            "Invalid model input: " + "; ".join(self.problems),
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
+
+def input_schema() -> Schema:
+    """MLflow input schema on the raw columns that MLflow's enforcement can never reject.
+
+    Text columns are ``string`` (a no-op for object/string columns); counts and coded ids are
+    ``Any`` so that a wrong type reaches :func:`validate_model_input` instead of a server error
+    that quotes the value. Identifiers are declared so that they pass through (and are dropped).
+    """
+    specs = [ColSpec(AnyType(), name, required=False) for name in columns.ID_COLUMNS]
+    for name in columns.INPUT_COLUMNS:
+        kind = AnyType() if name in columns.INTEGER_INPUT_COLUMNS else DataType.string
+        specs.append(ColSpec(kind, name, required=False))
+    return Schema(specs)
+
+
+def max_batch_rows() -> int | None:
+    """Largest accepted batch: ``HEALTH_PREDICT_MAX_BATCH_ROWS``, else 10,000 when served by
+    MLflow's scoring server and unlimited in-process (monitoring scores whole batches)."""
+    configured = os.environ.get(MAX_BATCH_ROWS_ENV)
+    if configured:
+        return int(configured)
+    return DEFAULT_MAX_BATCH_ROWS if _MLFLOW_IS_IN_SERVING_ENVIRONMENT.get() else None
+
+
+def _type_names(values) -> str:
+    names = {"str": "text", "float": "a number", "int": "a number", "bool": "a boolean"}
+    found = {names.get(type(v).__name__, type(v).__name__) for v in values}
+    return " and ".join(sorted(found))
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
+def _is_missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def _is_plain_integer(dtype) -> bool:
+    return isinstance(dtype, np.dtype) and dtype.kind in "iu"
+
+
+def _integer_problem(name: str, numbers: np.ndarray) -> str | None:
+    """What is wrong with the int64 values of a count or coded-id column, if anything."""
+    if name in _ALLOWED_CODES:
+        known = _ALLOWED_CODES[name]
+        in_table = (numbers >= 0) & (numbers < len(known))
+        unknown = int((~in_table).sum() + (~known[numbers[in_table]]).sum())
+        if unknown:
+            codes = np.flatnonzero(known)
+            return (
+                f"column '{name}' must be a code from {codes[0]} to {codes[-1]} "
+                f"(IDs_mapping.csv); {_rows(unknown)} not"
+            )
+        return None
+    low, high = columns.COUNT_RANGES[name]
+    outside = int(((numbers < low) | (numbers > high)).sum())
+    if outside:
+        return f"column '{name}' must be within [{low}, {high}]; {_rows(outside)} not"
+    return None
+
+
+def _coerce_integer_column(name: str, values: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """A column that is not plain int64: (its int64 values, None) or (None, the problem)."""
+    missing = np.fromiter(map(_is_missing, values), dtype=bool, count=len(values))
+    present = values[~missing]
+    wrong = [v for v in present if not isinstance(v, _NUMBER_TYPES) or isinstance(v, _BOOL_TYPES)]
+    if wrong:
+        return None, (
+            f"column '{name}' must hold whole numbers, got {_type_names(wrong)} "
+            f"in {_rows(len(wrong))}"
+        )
+    if missing.any():
+        return None, f"column '{name}' must not be null ({_rows(int(missing.sum()))})"
+    floats = present.astype("float64")
+    fractional = int(((floats % 1 != 0) | ~np.isfinite(floats)).sum())
+    if fractional:
+        return (
+            None,
+            f"column '{name}' must hold whole numbers, got a fraction in {_rows(fractional)}",
+        )
+    return floats.astype("int64"), None
+
+
+def _text_problem(name: str, values: np.ndarray) -> str | None:
+    """What is wrong with a text column, if anything (checked on its distinct values)."""
+    try:
+        distinct = set(values)
+    except TypeError:  # lists or objects in the column
+        distinct = None
+    if distinct is None or any(not isinstance(v, str) and not _is_missing(v) for v in distinct):
+        wrong = [v for v in values if not isinstance(v, str) and not _is_missing(v)]
+        return f"column '{name}' must hold text, got {_type_names(wrong)} in {_rows(len(wrong))}"
+    blank = {v for v in distinct if _is_missing(v) or v in _BLANK_TEXT}
+    if blank and name not in _NULLABLE:
+        count = sum(1 for v in values if _is_missing(v) or v in _BLANK_TEXT)
+        hint = ' (use "None" for not measured)' if "None" in _ALLOWED_TEXT.get(name, ()) else ""
+        return f"column '{name}' must not be null{hint} ({_rows(count)})"
+    allowed = _ALLOWED_TEXT.get(name)
+    if allowed is not None and not (distinct - blank) <= allowed:
+        count = sum(1 for v in values if v not in allowed and v not in blank)
+        categories = sorted(allowed)
+        return f"column '{name}' has a value outside its categories {categories} in {_rows(count)}"
+    return None
+
+
+def _integer_columns(
+    selected: pd.DataFrame, block: np.ndarray, problems: list[str]
+) -> dict[str, np.ndarray]:
+    """The count and coded-id columns that needed coercion to int64 (problems appended)."""
+    coerced = {}
+    dtypes = selected.dtypes.to_numpy()
+    for name in _INTEGER_COLUMNS:
+        position = _POSITION[name]
+        if _is_plain_integer(dtypes[position]):  # the usual JSON case
+            values = block[:, position].astype("int64")
+        else:
+            values, problem = _coerce_integer_column(name, block[:, position])
+            if problem:
+                problems.append(problem)
+                continue
+            coerced[name] = values
+        if problem := _integer_problem(name, values):
+            problems.append(problem)
+    return coerced
+
+
+def validate_model_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` restricted to the input contract (identifiers and extra columns dropped).
+
+    Counts and coded ids come back as integers; text columns keep their values (missing as
+    None/NaN). Raises :class:`InvalidModelInput` listing every problem found: empty or oversized
+    batch, duplicated or missing columns, wrong types (text in a count, a fraction in an integer
+    column, a number in a text column), nulls outside ``columns.NULLABLE_COLUMNS``, out-of-range
+    counts, unknown coded ids and values outside a closed category set. Open sets (payer,
+    specialty, ICD-9 codes) accept unseen values; the features handle them.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise InvalidModelInput(["input must be a table of encounters (a DataFrame)"])
+    if len(frame) == 0:
+        raise InvalidModelInput(["the request has no rows"])
+    limit = max_batch_rows()
+    if limit is not None and len(frame) > limit:
+        raise InvalidModelInput(
+            [f"the batch has {len(frame)} rows, more than {limit} ({MAX_BATCH_ROWS_ENV})"]
+        )
+    if frame.columns.has_duplicates:
+        duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        raise InvalidModelInput([f"column '{c}' appears more than once" for c in duplicated])
+    missing = [c for c in columns.INPUT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InvalidModelInput([f"missing required columns {missing}"])
+
+    problems: list[str] = []
+    selected = frame[list(columns.INPUT_COLUMNS)]
+    block = selected.to_numpy(dtype=object)
+    for name in _TEXT_COLUMNS:
+        if problem := _text_problem(name, block[:, _POSITION[name]]):
+            problems.append(problem)
+    coerced = _integer_columns(selected, block, problems)
+    if problems:
+        raise InvalidModelInput(problems)
+    return selected.assign(**coerced) if coerced else selected
+
+
+def install_scoring_server_guards() -> None:
+    """Stop MLflow's scoring server echoing request bodies or failing on a missing Content-Type.
+
+    MLflow 3.17.2 answers malformed JSON with an error body that quotes the whole request (patient
+    values included) and a request without Content-Type with a bare 500. Inside a scoring-server
+    process (and only there) this wraps the two module functions so that malformed JSON gets a 400
+    naming the position of the syntax error and a missing Content-Type gets a 415. Call it from the
+    model's ``load_context``; it is idempotent.
+    """
+    if "mlflow.pyfunc.scoring_server.app" not in sys.modules:
+        return
+    from mlflow.pyfunc import scoring_server
+    from mlflow.utils.proto_json_utils import MlflowInvalidInputException
+
+    if getattr(scoring_server, "_health_predict_guarded", False):
+        return
+    decode_json_input = scoring_server._decode_json_input
+    invocations = scoring_server.invocations
+
+    def decode_without_echo(json_input):
+        try:
+            return decode_json_input(json_input)
+        except MlflowInvalidInputException as error:
+            cause = error.__cause__
+            if isinstance(cause, json.JSONDecodeError):
+                where = f" at line {cause.lineno}, column {cause.colno}"
+            elif isinstance(cause, UnicodeDecodeError):
+                where = ": the body is not UTF-8"
+            else:
+                raise
+            raise MlflowInvalidInputException(
+                f"The request body is not valid JSON{where}."
+            ) from None
+
+    def invocations_requiring_content_type(data, content_type, model, input_schema):
+        if not content_type:
+            return scoring_server.InvocationsResponse(
+                response=json.dumps(
+                    {
+                        "error_code": "UNSUPPORTED_MEDIA_TYPE",
+                        "message": "Missing Content-Type header: send application/json.",
+                    }
+                ),
+                status=415,
+                mimetype="application/json",
+            )
+        return invocations(data, content_type, model, input_schema)
+
+    scoring_server._decode_json_input = decode_without_echo
+    scoring_server.invocations = invocations_requiring_content_type
+    scoring_server._health_predict_guarded = True

@@ -1,0 +1,288 @@
+"""The model card: a markdown page a reviewer can audit a registered version from.
+
+It is built from facts gathered by ``steps.register`` (the training run, the data hashes, the gate's
+evaluation) and rendered twice: in full as a run artifact, and compact (no long tables, within the
+registry's 5,000-character description limit) as the model version's description.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from steps.gate import GateDecision, Interval, roc_auc
+
+DESCRIPTION_LIMIT = 5000  # characters the registry stores in a version description
+
+INTENDED_USE = """\
+- Decision support for care-transition teams: rank adult diabetic inpatients at discharge by their
+  risk of readmission within 30 days, so that follow-up calls, medication reconciliation or early
+  clinic visits go to those most likely to benefit.
+- A clinician reviews every flag; the score adds to clinical judgement, it does not replace it.
+- Hospitals whose population, coding (ICD-9-CM diagnoses) and record fields resemble the training
+  data; check performance on local labelled data before relying on it."""
+
+NOT_INTENDED_USE = """\
+- Denying, delaying or rationing care, or any insurance, coverage or billing decision.
+- Diagnosis or treatment choice for an individual patient.
+- Automated action without clinician review.
+- Children and non-diabetic patients, encounters coded in ICD-10, or health systems unlike the
+  130 US hospitals of 1999-2008 without local re-validation.
+- Patients discharged to hospice or who died: excluded from the label and the evaluation."""
+
+DATASET_LIMITATIONS = """\
+- Old and US-only: encounters from 130 US hospitals, 1999-2008; care practice, coding (ICD-9) and
+  populations have changed since, so drift is expected and monitored.
+- Readmissions are only seen when they return to a hospital of the same network; readmissions
+  elsewhere count as negatives (label noise towards "not readmitted").
+- Sparse fields: `weight` is missing for about 97% of encounters, `payer_code` and
+  `medical_specialty` for about 40-50%; `race` is missing for about 2%.
+- Small subgroups (e.g. race Asian/Other, ages under 40) give noisy recall and AUC; the gate only
+  judges subgroups with enough positive cases.
+- Several encounters per patient: the splits keep each patient in one of train/validation/test.
+- Imbalanced label: about 11% of encounters are readmitted within 30 days.
+- No vital signs, lab values beyond A1C and glucose flags, or social determinants of health, which
+  bounds achievable discrimination (published leakage-free ROC-AUC is about 0.66-0.68)."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A dataset the model was trained or tuned on."""
+
+    name: str
+    sha256: str
+    rows: int | None
+
+
+@dataclass(frozen=True)
+class EvaluationSummary:
+    """The labelled data the gate judged on."""
+
+    uris: list[str]
+    sha256: str
+    rows: int
+    excluded_rows: int
+    positives: int
+    target: str
+
+
+@dataclass(frozen=True)
+class ModelCardFacts:
+    """Everything the card states, gathered by ``steps.register``."""
+
+    model_name: str
+    version: str
+    family: str
+    source_run_id: str
+    train_run_id: str
+    source_params: dict[str, str]
+    source_metrics: dict[str, float]
+    training_data: list[DataFile]
+    evaluation: EvaluationSummary
+    decision: GateDecision
+    champion_version: str | None
+    metrics: dict[str, Interval]
+    subgroups: pd.DataFrame
+    calibration: pd.DataFrame
+    expected_calibration_error: float
+    registry_run_id: str
+
+
+def calibration_table(labels: np.ndarray, probability: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Equal-width probability bins: rows, mean predicted probability and observed rate."""
+    probability = np.asarray(probability, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
+    frame = pd.DataFrame({"bin": index, "predicted": probability, "observed": labels})
+    table = frame.groupby("bin").agg(
+        rows=("predicted", "size"),
+        mean_predicted=("predicted", "mean"),
+        observed_rate=("observed", "mean"),
+    )
+    table.insert(0, "range", [f"{edges[b]:.1f}-{edges[b + 1]:.1f}" for b in table.index])
+    return table.reset_index(drop=True)
+
+
+def expected_calibration_error(table: pd.DataFrame) -> float:
+    """Row-weighted mean absolute gap between predicted and observed rates over the bins."""
+    weights = table["rows"] / table["rows"].sum()
+    return float((weights * (table["mean_predicted"] - table["observed_rate"]).abs()).sum())
+
+
+def subgroup_table(
+    decision: GateDecision,
+    labels: np.ndarray,
+    probability: np.ndarray,
+    groups: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """Per subgroup: rows, positives, recall at the threshold, ROC-AUC, and whether judged."""
+    labels = np.asarray(labels)
+    records = []
+    for entry in decision.subgroups:
+        members = np.asarray(groups[entry.attribute], dtype=object) == entry.group
+        auc = roc_auc(labels[members], probability[members]) if members.any() else np.nan
+        records.append(
+            {
+                "attribute": entry.attribute,
+                "group": entry.group,
+                "rows": entry.rows,
+                "positives": entry.positives,
+                "recall": entry.recall,
+                "roc_auc": auc,
+                "judged": entry.judged,
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _interval(interval: Interval | None, digits: int = 4) -> str:
+    if interval is None:
+        return "n/a"
+    return (
+        f"{_number(interval.estimate, digits)} "
+        f"[{_number(interval.low, digits)}, {_number(interval.high, digits)}]"
+    )
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return _number(value, 3)
+        return str(value)
+
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _threshold_section(facts: ModelCardFacts) -> str:
+    params = facts.source_params
+    threshold = params.get("threshold", "not recorded")
+    rule = params.get("threshold_rule") or (
+        "chosen on the validation split by the training step (see the source run's parameters)"
+    )
+    positive_rate = facts.metrics.get("positive_rate")
+    return (
+        f"`prediction` is 1 when `probability_score` >= **{threshold}**; rule: {rule}. "
+        f"On the evaluation data this flags {_interval(positive_rate, 3)} of encounters."
+    )
+
+
+def _calibration_summary(facts: ModelCardFacts) -> str:
+    method = facts.source_params.get("calibration") or facts.source_params.get(
+        "calibration_method", "see the source run's parameters"
+    )
+    brier = facts.metrics.get("brier")
+    return (
+        f"Calibration method: {method}. On the evaluation data: Brier score "
+        f"{_interval(brier)}, expected calibration error (10 equal-width bins) "
+        f"{_number(facts.expected_calibration_error)}; training run reports test Brier "
+        f"{_number(facts.source_metrics.get('test_brier'))}, test ECE "
+        f"{_number(facts.source_metrics.get('test_ece'))}."
+    )
+
+
+def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = None) -> str:
+    """The card as markdown; ``compact`` leaves out the long tables and points to the full card."""
+    decision = facts.decision
+    comparison = decision.comparison
+    level = f"{comparison.confidence:.0%}"
+    evaluation = facts.evaluation
+    verdict = "promoted to champion" if decision.promote else "not promoted"
+    champion = f"version {facts.champion_version}" if facts.champion_version else "none"
+    worst = decision.worst_subgroup or "none judged"
+    lines = [
+        f"# Model card: {facts.model_name} version {facts.version}",
+        "",
+        f"30-day readmission risk for diabetic inpatients. Family **{facts.family}**, source run "
+        f"`{facts.source_run_id}`, training run `{facts.train_run_id}`, registry decision run "
+        f"`{facts.registry_run_id}`.",
+        "",
+        f"**Gate decision: {verdict}** (compared with champion {champion}). {decision.reason}.",
+    ]
+    if compact and card_uri:
+        lines += ["", f"Full card with subgroup and calibration tables: `{card_uri}`"]
+    lines += [
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## Not intended for",
+        NOT_INTENDED_USE,
+        "",
+        "## Training data",
+        "UCI Diabetes 130-US hospitals 1999-2008 (CC BY 4.0): the first 20% of encounters in file "
+        "order, split by patient into train/validation/test.",
+        "",
+    ]
+    data = pd.DataFrame(
+        [(f.name, f.sha256, f.rows if f.rows is not None else "n/a") for f in facts.training_data],
+        columns=["file", "sha256", "rows"],
+    )
+    lines += [_markdown_table(data) if len(data) else "No data hashes recorded on the source run."]
+    eligible = evaluation.rows
+    lines += [
+        "",
+        "## Evaluation data",
+        f"{', '.join(f'`{u}`' for u in evaluation.uris)} (sha256 `{evaluation.sha256}`): "
+        f"{eligible} encounters judged, {evaluation.excluded_rows} excluded (death or hospice), "
+        f"{evaluation.positives} positives (target `{evaluation.target}`).",
+        "",
+        f"## Metrics ({level} paired-bootstrap intervals, {comparison.n_resamples} resamples)",
+        "",
+        "| metric | evaluation data | training run (validation / test) |",
+        "|---|---|---|",
+        f"| ROC-AUC | {_interval(comparison.challenger)} | "
+        f"{_number(facts.source_metrics.get('val_roc_auc'))} / "
+        f"{_number(facts.source_metrics.get('test_roc_auc'))} |",
+        f"| PR-AUC | n/a | {_number(facts.source_metrics.get('val_pr_auc'))} / "
+        f"{_number(facts.source_metrics.get('test_pr_auc'))} |",
+    ]
+    for name in ("recall", "precision", "f1", "brier"):
+        lines.append(
+            f"| {name} | {_interval(facts.metrics.get(name))} | "
+            f"n/a / {_number(facts.source_metrics.get(f'test_{name}'))} |"
+        )
+    lines += [
+        "",
+        "## Champion comparison",
+        f"Champion ROC-AUC {_interval(comparison.champion)}; difference (challenger - champion) "
+        f"{_interval(comparison.difference)}; non-inferiority margin "
+        f"{decision.policy.margin:.4f}; ROC-AUC floor {decision.policy.auc_floor:.4f}.",
+        "",
+        "## Subgroups",
+        f"Recall gap = overall recall ({decision.overall_recall:.3f}) minus the lowest recall "
+        f"among race, gender and age-group subgroups with >= "
+        f"{decision.policy.min_subgroup_positives} positives: "
+        f"**{decision.subgroup_recall_gap:.3f}** (worst: {worst}; allowed "
+        f"{decision.policy.max_subgroup_recall_gap:.3f}).",
+    ]
+    if not compact:
+        lines += ["", _markdown_table(facts.subgroups)]
+    lines += ["", "## Threshold", _threshold_section(facts), "", "## Calibration"]
+    lines.append(_calibration_summary(facts))
+    if not compact:
+        lines += ["", _markdown_table(facts.calibration)]
+    lines += ["", "## Known limitations of the dataset", DATASET_LIMITATIONS, ""]
+    return "\n".join(lines)
+
+
+def registry_description(facts: ModelCardFacts, card_uri: str) -> str:
+    """The card for the version description: full if it fits the registry's limit, else compact."""
+    full = render(facts)
+    if len(full) <= DESCRIPTION_LIMIT:
+        return full
+    compact = render(facts, compact=True, card_uri=card_uri)
+    if len(compact) <= DESCRIPTION_LIMIT:
+        return compact
+    suffix = f"\n\n(truncated; full card: `{card_uri}`)\n"
+    return compact[: DESCRIPTION_LIMIT - len(suffix)] + suffix

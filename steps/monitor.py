@@ -1,0 +1,303 @@
+"""Monitor one batch: Evidently drift and performance reports, and a retrain-or-not decision.
+
+``monitor(batch_uri, ...)`` compares the batch with the reference data (default: ``initial_train``)
+and, when the batch carries labels, the model's performance on it with its performance on a
+held-out baseline (default: ``initial_test``). It writes ``drift_report.html``,
+``performance_report.html`` (labelled batches) and ``drift_summary.json`` to ``report_uri``
+(default ``<data store>/drift_reports/<batch file stem>-<content hash>/``), logs them with params and
+metrics to an MLflow run of ``HealthPredict_Monitoring`` and returns the summary.
+
+Idempotent per batch: the run is tagged with the batch's sha256; re-running on the same content
+replaces the report folder and deletes the earlier run, so one batch has one run.
+
+CLI: ``python -m steps.monitor --batch-uri ...``; the last stdout line is ``DRIFT_DETECTED`` or
+``NO_DRIFT``. Bad input (empty batch, missing columns, no overlap with the reference, a model that
+cannot be loaded) prints one ``error: ...`` line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
+
+import mlflow
+import pandas as pd
+
+from custom_pyfunc import columns, features
+from steps import config, storage
+from steps.drift_decision import (
+    Thresholds,
+    decision,
+    drift_reasons,
+    labels_usable,
+    performance_reasons,
+)
+from steps.drift_inputs import (
+    EncounterTable,
+    MonitorInputError,
+    check_table,
+    comparable_columns,
+    contract_violations,
+    has_labels,
+    load_table,
+)
+from steps.drift_reports import (
+    TARGET,
+    data_drift_report,
+    monitoring_frame,
+    performance_report,
+)
+from steps.drift_scoring import cached_scores, column_reliance, load_model, model_id, score
+
+DEFAULT_MODEL_URI = f"models:/{config.MODEL_NAME}@{config.CHAMPION_ALIAS}"
+SUMMARY_NAME = "drift_summary.json"
+DRIFT_REPORT_NAME = "drift_report.html"
+PERFORMANCE_REPORT_NAME = "performance_report.html"
+BATCH_TAG = "health_predict.monitor.batch_sha256"
+DECISION_TAG = "health_predict.monitor.decision"
+# Evidently's dataset-level rule, reported for reference (not used in the decision).
+EVIDENTLY_DATASET_DRIFT_SHARE = 0.5
+
+
+def batch_id(batch: EncounterTable) -> str:
+    """``<file stem>-<first 12 hex digits of the content sha256>``: the batch's report folder."""
+    return f"{PurePosixPath(batch.uri).stem}-{batch.sha256[:12]}"
+
+
+def _valid_rows(table: EncounterTable) -> pd.Index:
+    """Rows of ``table`` that satisfy the model's input contract."""
+    return table.frame.index[~contract_violations(table.frame).any(axis=1).to_numpy()]
+
+
+def _with_target(table: EncounterTable, scores: pd.DataFrame) -> pd.DataFrame:
+    """Scored, labelled rows of ``table`` with the 0/1 30-day label as ``target``."""
+    labelled = scores.index.intersection(table.frame.index[has_labels(table.frame).to_numpy()])
+    frame = scores.loc[labelled].copy()
+    frame[TARGET] = columns.make_label(table.frame.loc[labelled]).astype("int64")
+    return frame
+
+
+def monitor(
+    batch_uri: str,
+    reference_uri: str | None = None,
+    model_uri: str = DEFAULT_MODEL_URI,
+    report_uri: str | None = None,
+    experiment: str = config.MONITORING_EXPERIMENT,
+    baseline_uri: str | None = None,
+    thresholds: Thresholds | None = None,
+) -> dict:
+    """Compare ``batch_uri`` with the reference, decide, publish the reports; returns the summary.
+
+    Raises :class:`MonitorInputError` for unusable input (nothing is written then).
+    """
+    started = time.perf_counter()
+    thresholds = thresholds or Thresholds()
+    data_root = config.data_uri()
+    reference_uri = reference_uri or storage.join(data_root, config.INITIAL_TRAIN_KEY)
+    baseline_uri = baseline_uri or storage.join(data_root, config.INITIAL_TEST_KEY)
+
+    batch = load_table(batch_uri, "batch")
+    check_table(batch)
+    reference = load_table(reference_uri, "reference")
+    check_table(reference)
+    batch_clean = features.clean_data(batch.frame)
+    reference_clean = features.clean_data(reference.frame)
+    drift_columns = comparable_columns(batch_clean, reference_clean)
+    model = load_model(model_uri)
+
+    batch_rows = _valid_rows(batch)
+    if batch_rows.empty:
+        raise MonitorInputError(f"batch {batch_uri}: no row satisfies the model's input contract")
+    batch_scores = score(model, batch.frame.loc[batch_rows])
+    reference_rows = _valid_rows(reference)
+    reference_scores = cached_scores(model, reference, reference_rows, data_root)
+    reliance = column_reliance(model, reference, reference_rows, data_root)
+    drift = data_drift_report(
+        monitoring_frame(batch_clean, batch_scores),
+        monitoring_frame(reference_clean, reference_scores),
+        drift_columns,
+        thresholds.prediction_drift_psi,
+    )
+    drifted = [c for c, result in drift.column_drift.items() if result["drifted"]]
+    important_drift_share = round(sum(reliance.get(c, 0.0) for c in drifted), 4)
+
+    batch_labelled = _with_target(batch, batch_scores)
+    positives = int(batch_labelled[TARGET].sum())
+    performance = None
+    if labels_usable(positives, len(batch_labelled) - positives):
+        baseline = load_table(baseline_uri, "baseline")
+        check_table(baseline)
+        baseline_scores = cached_scores(model, baseline, _valid_rows(baseline), data_root)
+        baseline_labelled = _with_target(baseline, baseline_scores)
+        if baseline_labelled.empty:
+            raise MonitorInputError(f"baseline {baseline_uri} has no labelled rows")
+        performance = performance_report(batch_labelled, baseline_labelled)
+        reasons = performance_reasons(performance.batch, performance.baseline, thresholds)
+    else:
+        reasons = drift_reasons(drift.prediction_drift, important_drift_share, thresholds)
+
+    drift_share = len(drifted) / len(drift_columns)
+    summary = {
+        "decision": decision(reasons),
+        "reasons": reasons,
+        "decision_basis": "performance" if performance else "drift",
+        "dataset_drift": drift_share >= EVIDENTLY_DATASET_DRIFT_SHARE,
+        "drift_share": round(drift_share, 4),
+        "drifted_columns": drifted,
+        "compared_columns": len(drift_columns),
+        "not_compared_columns": [c for c in features.CLEAN_COLUMNS if c not in drift_columns],
+        "important_drift_share": important_drift_share,
+        "column_drift": drift.column_drift,
+        "column_reliance": dict(sorted(reliance.items(), key=lambda kv: -kv[1])),
+        "prediction_drift": drift.prediction_drift,
+        "performance": (
+            {"batch": performance.batch, "baseline": performance.baseline} if performance else None
+        ),
+        "data_quality": {
+            **drift.data_quality,
+            "rows_breaking_contract": len(batch.frame) - len(batch_rows),
+            "labelled_rows": len(batch_labelled),
+        },
+        "thresholds": thresholds.as_dict(),
+        "batch_uri": batch_uri,
+        "batch_sha256": batch.sha256,
+        "reference_uri": reference_uri,
+        "baseline_uri": baseline_uri,
+        "model_uri": model_uri,
+        "model_id": model_id(model),
+        "report_uri": report_uri or storage.join(data_root, config.DRIFT_REPORTS_DIR, batch_id(batch)),
+    }
+    _publish(summary, drift, performance, experiment, started)
+    return summary
+
+
+def _publish(summary: dict, drift, performance, experiment: str, started: float) -> None:
+    """Log the run to MLflow (replacing earlier runs of the same batch) and fill the report folder."""
+    config.ensure_experiment(experiment)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        drift.snapshot.save_html(str(folder / DRIFT_REPORT_NAME))
+        if performance is not None:
+            performance.snapshot.save_html(str(folder / PERFORMANCE_REPORT_NAME))
+        with mlflow.start_run(run_name=f"monitor-{summary['report_uri'].rstrip('/').rsplit('/', 1)[-1]}") as run:
+            _delete_earlier_runs(run.info.experiment_id, run.info.run_id, summary["batch_sha256"])
+            summary["mlflow_run_id"] = run.info.run_id
+            summary["seconds"] = round(time.perf_counter() - started, 3)
+            (folder / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, default=str))
+            mlflow.set_tags({BATCH_TAG: summary["batch_sha256"], DECISION_TAG: summary["decision"]})
+            _log_params_once(run.info.run_id, _params(summary))
+            mlflow.log_metrics(_metrics(summary))
+            mlflow.log_artifacts(tmp, artifact_path="drift_report")
+        _replace_folder(summary["report_uri"], folder)
+
+
+def _delete_earlier_runs(experiment_id: str, current_run_id: str, batch_sha256: str) -> None:
+    client = mlflow.MlflowClient()
+    earlier = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{BATCH_TAG}` = '{batch_sha256}'"
+    )
+    for run in earlier:
+        if run.info.run_id != current_run_id:
+            client.delete_run(run.info.run_id)
+
+
+def _params(summary: dict) -> dict[str, object]:
+    return {
+        "batch_uri": summary["batch_uri"],
+        "reference_uri": summary["reference_uri"],
+        "baseline_uri": summary["baseline_uri"],
+        "model_uri": summary["model_uri"],
+        "model_id": summary["model_id"],
+        "report_uri": summary["report_uri"],
+        **summary["thresholds"],
+    }
+
+
+def _log_params_once(run_id: str, params: dict[str, object]) -> None:
+    """Log ``params``; a key ``mlflow run`` already logged with another value (its empty
+    default) gets the resolved value as ``<key>_resolved`` (MLflow params are immutable)."""
+    existing = mlflow.MlflowClient().get_run(run_id).data.params
+    fresh = {}
+    for key, value in params.items():
+        if key not in existing:
+            fresh[key] = value
+        elif existing[key] != str(value):
+            fresh[f"{key}_resolved"] = value
+    mlflow.log_params(fresh)
+
+
+def _metrics(summary: dict) -> dict[str, float]:
+    quality = summary["data_quality"]
+    metrics = {
+        "drift_share": summary["drift_share"],
+        "drifted_columns": len(summary["drifted_columns"]),
+        "compared_columns": summary["compared_columns"],
+        "important_drift_share": summary["important_drift_share"],
+        "prediction_psi": summary["prediction_drift"]["score"],
+        "drift_detected": float(summary["decision"] == "DRIFT_DETECTED"),
+        "rows": quality["rows"],
+        "labelled_rows": quality["labelled_rows"],
+        "rows_breaking_contract": quality["rows_breaking_contract"],
+        "unseen_category_values": sum(quality["unseen_categories"].values()),
+        "out_of_range_values": sum(quality["out_of_range"].values()),
+        "max_missing_share": max(quality["missing_share"].values(), default=0.0),
+        "seconds": summary["seconds"],
+    }
+    metrics.update({f"drift_score.{c}": r["score"] for c, r in summary["column_drift"].items()})
+    if summary["performance"]:
+        for side in ("batch", "baseline"):
+            metrics.update({f"{side}_{k}": v for k, v in summary["performance"][side].items()})
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _replace_folder(report_uri: str, folder: Path) -> None:
+    """Make ``report_uri`` hold exactly the files of ``folder``; the summary is written last."""
+    fresh = {path.name for path in folder.iterdir()}
+    for uri in storage.list_keys(report_uri):
+        if PurePosixPath(uri).name not in fresh:
+            storage.delete(uri)
+    for name in sorted(fresh - {SUMMARY_NAME}) + [SUMMARY_NAME]:
+        storage.write_bytes(storage.join(report_uri, name), (folder / name).read_bytes())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: monitor one batch; the last stdout line is the decision, bad input exits with 2."""
+    defaults = Thresholds()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-uri", required=True)
+    parser.add_argument("--reference-uri", default="")
+    parser.add_argument("--model-uri", default="")
+    parser.add_argument("--report-uri", default="")
+    parser.add_argument("--experiment", default="")
+    parser.add_argument("--baseline-uri", default="")
+    for name, value in defaults.as_dict().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
+    args = parser.parse_args(argv)
+    thresholds = Thresholds(**{name: getattr(args, name) for name in defaults.as_dict()})
+    try:
+        summary = monitor(
+            batch_uri=args.batch_uri,
+            reference_uri=args.reference_uri or None,
+            model_uri=args.model_uri or DEFAULT_MODEL_URI,
+            report_uri=args.report_uri or None,
+            experiment=args.experiment or config.MONITORING_EXPERIMENT,
+            baseline_uri=args.baseline_uri or None,
+            thresholds=thresholds,
+        )
+    except MonitorInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"drift share {summary['drift_share']:.2f} ({len(summary['drifted_columns'])} of "
+          f"{summary['compared_columns']} columns); reports in {summary['report_uri']}")
+    for reason in summary["reasons"]:
+        print(f"reason: {reason}")
+    print(summary["decision"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,576 @@
+"""Register the best model of a training run and promote it only when the gate says so.
+
+``register`` takes the family-best runs of a training run (by id, or the latest training run),
+registers the one with the best validation ROC-AUC as a new version of ``health-predict`` with
+alias ``challenger``, and judges it against the ``champion`` on labelled evaluation data with
+``steps.gate`` (paired bootstrap, non-inferiority margin, floors). The decision is written as tags
+on the version, the model card becomes its description, and everything is logged to a run in
+``HealthPredict_Registry``. ``rollback`` swaps ``champion`` and ``previous-champion``.
+
+Idempotent and crash-safe: the version carries its source run id (tag
+``health_predict.source_run_id``, set in the same call that creates it), so a second call finds it
+instead of registering again; the ``promoted`` tag is written last and marks a finished decision,
+which is never re-judged. A call that finds a finished promotion whose aliases were not moved yet
+(a crash in between) moves them, unless the champion changed since the decision or the version was
+rolled back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from custom_pyfunc import columns
+from steps import config, gate, model_card, storage
+
+logger = logging.getLogger(__name__)
+
+ROLE_TAG = "health_predict.role"
+FAMILY_TAG = "health_predict.family"
+MODEL_URI_TAG = "health_predict.model_uri"
+DATA_TAG_PREFIX = "health_predict.data."
+SELECTION_METRIC = "val_roc_auc"
+
+SOURCE_RUN_TAG = "health_predict.source_run_id"
+TRAINING_RUN_TAG = "health_predict.training_run_id"
+ROLLED_BACK_TAG = "health_predict.rolled_back"
+# Decision tags on the version; PROMOTED_TAG is written last and marks a finished decision.
+PROMOTED_TAG = "promoted"
+JUDGED_AGAINST_TAG = "champion_version"
+NO_VERSION = "none"
+
+
+class RegistrationError(RuntimeError):
+    """Nothing to register, or the evaluation data or a model cannot support a decision."""
+
+
+@dataclass(frozen=True)
+class RegistrationDecision:
+    """What ``register`` did: the version, whether it is champion, why, and the aliases after."""
+
+    version: str
+    promoted: bool
+    reason: str
+    action: str  # "judged", "repaired" (finished an interrupted promotion) or "already-decided"
+    champion_version: str | None
+    previous_champion_version: str | None
+    champion_changed: bool
+    source_run_id: str
+    train_run_id: str
+    registry_run_id: str
+
+    def verdict(self) -> str:
+        """One line for humans and logs."""
+        name = f"{config.MODEL_NAME} v{self.version}"
+        if self.promoted:
+            state = "PROMOTED to champion" if self.champion_changed else "champion (no change)"
+        else:
+            champion = f"v{self.champion_version}" if self.champion_version else "none"
+            state = f"NOT promoted (champion stays {champion})"
+        return f"{name}: {state} [{self.action}]: {self.reason}"
+
+
+@dataclass(frozen=True)
+class EvaluationData:
+    """Labelled, label-eligible evaluation rows and where they came from."""
+
+    frame: pd.DataFrame
+    labels: np.ndarray
+    summary: model_card.EvaluationSummary
+
+
+def _client() -> MlflowClient:
+    config.configure_mlflow()
+    return MlflowClient()
+
+
+def latest_training_run_id(client: MlflowClient) -> str:
+    """The newest finished training run in ``HealthPredict_Training``."""
+    experiment = client.get_experiment_by_name(config.TRAINING_EXPERIMENT)
+    if experiment is None:
+        raise RegistrationError(f"no experiment {config.TRAINING_EXPERIMENT}: run train first")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{ROLE_TAG}` = 'training' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise RegistrationError("no finished training run found: run train first")
+    return runs[0].info.run_id
+
+
+def family_best_runs(client: MlflowClient, train_run_id: str) -> list[Run]:
+    """The family-best runs nested (directly or under a family run) in the training run."""
+    experiment_id = client.get_run(train_run_id).info.experiment_id
+    found, parents = [], [train_run_id]
+    for _ in range(2):  # children, then grandchildren
+        children = [
+            run
+            for parent in parents
+            for run in client.search_runs(
+                [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+            )
+        ]
+        found += [run for run in children if run.data.tags.get(ROLE_TAG) == "family_best"]
+        parents = [run.info.run_id for run in children if run.data.tags.get(ROLE_TAG) != "trial"]
+    return found
+
+
+def best_family_run(runs: list[Run]) -> Run:
+    """The run with the highest validation ROC-AUC among those that logged a model."""
+    candidates = [
+        run
+        for run in runs
+        if SELECTION_METRIC in run.data.metrics and MODEL_URI_TAG in run.data.tags
+    ]
+    if not candidates:
+        raise RegistrationError(
+            f"no family-best run with metric {SELECTION_METRIC} and tag {MODEL_URI_TAG}"
+        )
+    return max(candidates, key=lambda run: (run.data.metrics[SELECTION_METRIC], run.info.run_id))
+
+
+def _evaluation_uris(eval_data_uri: str) -> list[str]:
+    uris = []
+    for part in (p.strip() for p in eval_data_uri.split(",") if p.strip()):
+        if storage.exists(part):
+            uris.append(part)
+        else:
+            uris += [key for key in storage.list_keys(part) if key.endswith(".csv")]
+    if not uris:
+        raise RegistrationError(f"no evaluation data at {eval_data_uri}")
+    return uris
+
+
+def load_evaluation_data(eval_data_uri: str, target: str = "30d") -> EvaluationData:
+    """Read labelled raw-format CSV(s) (comma-separated files or folders) and keep eligible rows.
+
+    The sha256 covers the files' bytes in order, so a single file's hash equals the one ``split``
+    records for it.
+    """
+    uris = _evaluation_uris(eval_data_uri)
+    digest, frames = hashlib.sha256(), []
+    for uri in uris:
+        payload = storage.read_bytes(uri)
+        digest.update(payload)
+        frame = columns.read_encounters_csv(payload)
+        missing = {columns.LABEL_COLUMN, "discharge_disposition_id"} - set(frame.columns)
+        if missing:
+            raise RegistrationError(f"evaluation data {uri} lacks column(s) {sorted(missing)}")
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    eligible = columns.is_label_eligible(frame).to_numpy()
+    frame = frame.loc[eligible].reset_index(drop=True)
+    labels = columns.make_label(frame, target).to_numpy()
+    return EvaluationData(
+        frame=frame,
+        labels=labels,
+        summary=model_card.EvaluationSummary(
+            uris=uris,
+            sha256=digest.hexdigest(),
+            rows=len(frame),
+            excluded_rows=int((~eligible).sum()),
+            positives=int(labels.sum()),
+            target=target,
+        ),
+    )
+
+
+def predict(model_uri: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(probability_score, prediction)`` of the pyfunc at ``model_uri`` on the input columns."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    inputs = frame[[c for c in columns.INPUT_COLUMNS if c in frame.columns]]
+    output = pd.DataFrame(model.predict(inputs))
+    missing = {"probability_score", "prediction"} - set(output.columns)
+    if missing or len(output) != len(frame):
+        raise RegistrationError(
+            f"{model_uri} returned {len(output)} rows for {len(frame)}"
+            + (f" and lacks column(s) {sorted(missing)}" if missing else "")
+        )
+    probability = output["probability_score"].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(probability) & (probability >= 0) & (probability <= 1)):
+        raise RegistrationError(f"{model_uri} returned probabilities outside [0, 1]")
+    return probability, output["prediction"].to_numpy().astype(np.int8)
+
+
+def alias_version(client: MlflowClient, alias: str) -> str | None:
+    """The version an alias of ``health-predict`` points at, or None."""
+    try:
+        return str(client.get_model_version_by_alias(config.MODEL_NAME, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def find_version(client: MlflowClient, source_run_id: str) -> ModelVersion | None:
+    """The version registered earlier from ``source_run_id`` (the lowest, if a race made two)."""
+    versions = client.search_model_versions(
+        f"name = '{config.MODEL_NAME}' and tags.`{SOURCE_RUN_TAG}` = '{source_run_id}'"
+    )
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def register_version(client: MlflowClient, source: Run, train_run_id: str) -> ModelVersion:
+    """The version for ``source``: found by its source-run tag, or registered now."""
+    source_run_id = source.info.run_id
+    if existing := find_version(client, source_run_id):
+        return existing
+    created = mlflow.register_model(
+        source.data.tags[MODEL_URI_TAG],
+        config.MODEL_NAME,
+        tags={SOURCE_RUN_TAG: source_run_id, TRAINING_RUN_TAG: train_run_id},
+    )
+    winner = find_version(client, source_run_id)
+    if winner is not None and str(winner.version) != str(created.version):
+        # A concurrent call registered the same run first: keep one version per source run.
+        client.delete_model_version(config.MODEL_NAME, created.version)
+        return winner
+    return created
+
+
+def _training_data(client: MlflowClient, source: Run, train_run_id: str) -> list:
+    """Data hashes recorded on the source (or training) run, with row counts from the manifest."""
+    tags = {**client.get_run(train_run_id).data.tags, **source.data.tags}
+    manifest_uri = storage.join(config.data_uri(), config.PROCESSED_MANIFEST_KEY)
+    rows_by_hash = {}
+    if storage.exists(manifest_uri):
+        files = storage.read_json(manifest_uri).get("files", {})
+        rows_by_hash = {entry["sha256"]: entry.get("rows") for entry in files.values()}
+    files = []
+    for key, sha256 in sorted(tags.items()):
+        if key.startswith(DATA_TAG_PREFIX) and key.endswith("_sha256"):
+            name = key[len(DATA_TAG_PREFIX) : -len("_sha256")]
+            rows = tags.get(f"{DATA_TAG_PREFIX}{name}_rows") or rows_by_hash.get(sha256)
+            files.append(model_card.DataFile(name, sha256, int(rows) if rows else None))
+    return files
+
+
+def _round(value: float | None) -> str:
+    return NO_VERSION if value is None else f"{value:.6f}"
+
+
+def decision_tags(
+    decision: gate.GateDecision,
+    evaluation: model_card.EvaluationSummary,
+    eval_data_uri: str,
+    champion: str | None,
+    registry_run_id: str,
+) -> dict[str, str]:
+    """The tags that explain a decision, ``promoted`` last (it marks the decision finished)."""
+    comparison, policy = decision.comparison, decision.policy
+    difference = comparison.difference
+    return {
+        "challenger_roc_auc": _round(comparison.challenger.estimate),
+        "challenger_roc_auc_ci_low": _round(comparison.challenger.low),
+        "challenger_roc_auc_ci_high": _round(comparison.challenger.high),
+        "champion_roc_auc": _round(comparison.champion.estimate if comparison.champion else None),
+        JUDGED_AGAINST_TAG: champion or NO_VERSION,
+        "auc_difference": _round(difference.estimate if difference else None),
+        "auc_difference_ci_low": _round(difference.low if difference else None),
+        "auc_difference_ci_high": _round(difference.high if difference else None),
+        "confidence": str(comparison.confidence),
+        "margin": str(policy.margin),
+        "auc_floor": str(policy.auc_floor),
+        "max_subgroup_recall_gap": str(policy.max_subgroup_recall_gap),
+        "subgroup_recall_gap": _round(decision.subgroup_recall_gap),
+        "worst_subgroup": decision.worst_subgroup or NO_VERSION,
+        "n_bootstrap": str(policy.n_bootstrap),
+        "bootstrap_seed": str(policy.seed),
+        "eval_data_sha256": evaluation.sha256,
+        "eval_data_uri": eval_data_uri,
+        "eval_rows": str(evaluation.rows),
+        "reason": decision.reason,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "registry_run_id": registry_run_id,
+        PROMOTED_TAG: str(decision.promote).lower(),
+    }
+
+
+def promote(client: MlflowClient, version: str, champion: str | None) -> bool:
+    """Point ``champion`` at ``version`` and ``previous-champion`` at the old one; True if moved."""
+    if champion == version:
+        return False
+    if champion is not None:
+        client.set_registered_model_alias(
+            config.MODEL_NAME, config.PREVIOUS_CHAMPION_ALIAS, champion
+        )
+    client.set_registered_model_alias(config.MODEL_NAME, config.CHAMPION_ALIAS, version)
+    return True
+
+
+def _judge_and_record(
+    client: MlflowClient,
+    version: str,
+    source: Run,
+    train_run_id: str,
+    eval_data_uri: str,
+    policy: gate.GatePolicy,
+    registry_run_id: str,
+) -> tuple[gate.GateDecision, str | None]:
+    """Evaluate challenger ``version`` vs champion, log the evidence and model card, tag it."""
+    champion = alias_version(client, config.CHAMPION_ALIAS)
+    comparison_champion = champion if champion != version else None
+    target = source.data.params.get("target") or client.get_run(train_run_id).data.params.get(
+        "target", "30d"
+    )
+    evaluation = load_evaluation_data(eval_data_uri, target)
+    if evaluation.summary.rows == 0:
+        raise RegistrationError(f"no label-eligible rows in {eval_data_uri}")
+    challenger_uri = f"models:/{config.MODEL_NAME}/{version}"
+    probability, prediction = predict(challenger_uri, evaluation.frame)
+    champion_probability = None
+    if comparison_champion is not None:
+        champion_uri = f"models:/{config.MODEL_NAME}/{comparison_champion}"
+        champion_probability, _ = predict(champion_uri, evaluation.frame)
+    groups = gate.subgroups_of(evaluation.frame)
+    labels = evaluation.labels
+    decision = gate.judge(labels, probability, prediction, groups, champion_probability, policy)
+    metrics = gate.bootstrap_metrics(
+        labels, probability, prediction, policy.n_bootstrap, policy.seed, policy.confidence
+    )
+    calibration = model_card.calibration_table(labels, probability)
+    facts = model_card.ModelCardFacts(
+        model_name=config.MODEL_NAME,
+        version=version,
+        family=source.data.tags.get(FAMILY_TAG, "unknown"),
+        source_run_id=source.info.run_id,
+        train_run_id=train_run_id,
+        source_params=dict(source.data.params),
+        source_metrics=dict(source.data.metrics),
+        training_data=_training_data(client, source, train_run_id),
+        evaluation=evaluation.summary,
+        decision=decision,
+        champion_version=comparison_champion,
+        metrics=metrics,
+        subgroups=model_card.subgroup_table(decision, labels, probability, groups),
+        calibration=calibration,
+        expected_calibration_error=model_card.expected_calibration_error(calibration),
+        registry_run_id=registry_run_id,
+    )
+    card = model_card.render(facts)
+    with tempfile.TemporaryDirectory() as folder:
+        card_path = Path(folder) / "model_card.md"
+        card_path.write_text(card, encoding="utf-8")
+        mlflow.log_artifact(str(card_path))
+        client.log_artifact(source.info.run_id, str(card_path))
+    mlflow.log_text(facts.subgroups.to_csv(index=False), "evaluation/subgroups.csv")
+    mlflow.log_text(calibration.to_csv(index=False), "evaluation/calibration.csv")
+    comparison = decision.comparison
+    mlflow.log_metrics(
+        {
+            "challenger_roc_auc": comparison.challenger.estimate,
+            "challenger_roc_auc_ci_low": comparison.challenger.low,
+            "challenger_roc_auc_ci_high": comparison.challenger.high,
+            **(
+                {
+                    "champion_roc_auc": comparison.champion.estimate,
+                    "auc_difference": comparison.difference.estimate,
+                    "auc_difference_ci_low": comparison.difference.low,
+                    "auc_difference_ci_high": comparison.difference.high,
+                }
+                if comparison.difference
+                else {}
+            ),
+            "subgroup_recall_gap": decision.subgroup_recall_gap,
+            "expected_calibration_error": facts.expected_calibration_error,
+            **{f"eval_{name}": interval.estimate for name, interval in metrics.items()},
+            "eval_rows": evaluation.summary.rows,
+        }
+    )
+    card_uri = mlflow.get_artifact_uri("model_card.md")
+    description = model_card.registry_description(facts, card_uri)
+    client.update_model_version(config.MODEL_NAME, version, description=description)
+    tags = decision_tags(
+        decision, evaluation.summary, eval_data_uri, comparison_champion, registry_run_id
+    )
+    mlflow.set_tags({f"gate.{key}": value for key, value in tags.items()})
+    for key, value in tags.items():  # PROMOTED_TAG comes last: the commit marker
+        client.set_model_version_tag(config.MODEL_NAME, version, key, value)
+    return decision, comparison_champion
+
+
+def _start_registry_run(name: str) -> mlflow.ActiveRun:
+    """A run in ``HealthPredict_Registry``, or the one ``mlflow run`` created (MLFLOW_RUN_ID)."""
+    if os.environ.get("MLFLOW_RUN_ID"):
+        config.configure_mlflow()
+        return mlflow.start_run()
+    config.ensure_experiment(config.REGISTRY_EXPERIMENT)
+    return mlflow.start_run(run_name=name)
+
+
+def register(
+    train_run_id: str | None = None,
+    eval_data_uri: str | None = None,
+    policy: gate.GatePolicy | None = None,
+) -> RegistrationDecision:
+    """Register the training run's best family model, judge it, and promote it if it passes."""
+    client = _client()
+    policy = policy or gate.GatePolicy()
+    train_run_id = train_run_id or latest_training_run_id(client)
+    eval_data_uri = eval_data_uri or storage.join(config.data_uri(), config.INITIAL_TEST_KEY)
+    source = best_family_run(family_best_runs(client, train_run_id))
+    with _start_registry_run(f"register-{source.info.run_id[:8]}") as run:
+        registry_run_id = run.info.run_id
+        mlflow.set_tags(
+            {
+                "health_predict.step": "register",
+                TRAINING_RUN_TAG: train_run_id,
+                SOURCE_RUN_TAG: source.info.run_id,
+            }
+        )
+        # Prefixed: `mlflow run` already logs the entry point's own parameters on this run.
+        mlflow.log_params({f"gate.{name}": value for name, value in asdict(policy).items()})
+        mlflow.set_tag("eval_data_uri", eval_data_uri)
+        registered = register_version(client, source, train_run_id)
+        version, version_tags = str(registered.version), registered.tags
+        mlflow.set_tag("model_version", version)
+        champion_before = alias_version(client, config.CHAMPION_ALIAS)
+        if PROMOTED_TAG not in version_tags:
+            client.set_registered_model_alias(config.MODEL_NAME, config.CHALLENGER_ALIAS, version)
+            decision, judged_against = _judge_and_record(
+                client, version, source, train_run_id, eval_data_uri, policy, registry_run_id
+            )
+            promoted, reason, action = decision.promote, decision.reason, "judged"
+        else:
+            promoted = version_tags[PROMOTED_TAG] == "true"
+            reason, action = version_tags.get("reason", ""), "already-decided"
+            judged = version_tags.get(JUDGED_AGAINST_TAG, NO_VERSION)
+            judged_against = None if judged == NO_VERSION else judged
+        interrupted = (
+            promoted
+            and action == "already-decided"
+            and champion_before == judged_against
+            and version_tags.get(ROLLED_BACK_TAG) != "true"
+        )
+        champion_changed = False
+        if (action == "judged" and promoted) or interrupted:
+            champion_changed = promote(client, version, champion_before)
+            if interrupted and champion_changed:
+                action = "repaired"
+        result = RegistrationDecision(
+            version=version,
+            promoted=promoted,
+            reason=reason,
+            action=action,
+            champion_version=alias_version(client, config.CHAMPION_ALIAS),
+            previous_champion_version=alias_version(client, config.PREVIOUS_CHAMPION_ALIAS),
+            champion_changed=champion_changed,
+            source_run_id=source.info.run_id,
+            train_run_id=train_run_id,
+            registry_run_id=registry_run_id,
+        )
+        mlflow.set_tags(
+            {
+                "action": action,
+                "promoted": str(promoted).lower(),
+                "champion_changed": str(champion_changed).lower(),
+                "champion_version": result.champion_version or NO_VERSION,
+            }
+        )
+        mlflow.log_dict(asdict(result), "registration_decision.json")
+    logger.info("%s", result.verdict())
+    return result
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """The champion before and after a rollback."""
+
+    rolled_back_from: str
+    champion_version: str
+
+    def verdict(self) -> str:
+        """One line for humans and logs."""
+        return (
+            f"{config.MODEL_NAME}: champion rolled back from v{self.rolled_back_from} "
+            f"to v{self.champion_version}"
+        )
+
+
+def rollback() -> RollbackResult:
+    """Point ``champion`` at ``previous-champion`` and ``previous-champion`` at the demoted one.
+
+    The demoted version is tagged ``health_predict.rolled_back=true`` so that ``register`` never
+    re-promotes it while repairing; a second rollback undoes the first.
+    """
+    client = _client()
+    previous = alias_version(client, config.PREVIOUS_CHAMPION_ALIAS)
+    current = alias_version(client, config.CHAMPION_ALIAS)
+    if previous is None:
+        raise RegistrationError(f"no '{config.PREVIOUS_CHAMPION_ALIAS}' alias to roll back to")
+    with _start_registry_run("rollback"):
+        mlflow.set_tags({"health_predict.step": "rollback", "action": "rollback"})
+        client.set_registered_model_alias(config.MODEL_NAME, config.CHAMPION_ALIAS, previous)
+        client.delete_model_version_tag(config.MODEL_NAME, previous, ROLLED_BACK_TAG)
+        if current is not None and current != previous:
+            client.set_model_version_tag(config.MODEL_NAME, current, ROLLED_BACK_TAG, "true")
+            client.set_registered_model_alias(
+                config.MODEL_NAME, config.PREVIOUS_CHAMPION_ALIAS, current
+            )
+        result = RollbackResult(rolled_back_from=current or NO_VERSION, champion_version=previous)
+        mlflow.set_tags({"rolled_back_from": result.rolled_back_from, "champion_version": previous})
+    logger.info("%s", result.verdict())
+    return result
+
+
+def _number(text: str) -> float:
+    return float(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m steps.register [--train-run-id ID] [--eval-data-uri URI] ...`` or
+    ``python -m steps.register --rollback``."""
+    defaults = gate.GatePolicy()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rollback", action="store_true", help="swap champion and previous")
+    parser.add_argument("--train-run-id", default="", help="training run (default: latest)")
+    parser.add_argument("--eval-data-uri", default="", help="labelled data (default: initial_test)")
+    parser.add_argument("--margin", type=_number, default=defaults.margin)
+    parser.add_argument("--auc-floor", type=_number, default=defaults.auc_floor)
+    parser.add_argument(
+        "--max-subgroup-recall-gap", type=_number, default=defaults.max_subgroup_recall_gap
+    )
+    parser.add_argument("--n-bootstrap", type=_number, default=defaults.n_bootstrap)
+    parser.add_argument("--seed", type=_number, default=defaults.seed)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.rollback:
+            print(rollback().verdict())
+            return 0
+        policy = gate.GatePolicy(
+            margin=args.margin,
+            auc_floor=args.auc_floor,
+            max_subgroup_recall_gap=args.max_subgroup_recall_gap,
+            n_bootstrap=int(args.n_bootstrap),
+            seed=int(args.seed),
+        )
+        decision = register(args.train_run_id or None, args.eval_data_uri or None, policy)
+    except (RegistrationError, gate.GateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(decision.verdict())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

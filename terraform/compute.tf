@@ -1,0 +1,66 @@
+# The single host: Ubuntu 24.04 LTS, its user data installs Docker, the Compose plugin, kubectl
+# and kind, clones the project, starts the services stack and creates the kind cluster.
+
+data "aws_ssm_parameter" "ami" {
+  name = var.ami_ssm_parameter
+}
+
+resource "aws_key_pair" "operator" {
+  key_name_prefix = "${local.name}-operator-"
+  public_key      = var.ssh_public_key
+}
+
+resource "aws_instance" "host" {
+  ami                         = data.aws_ssm_parameter.ami.insecure_value
+  instance_type               = var.instance_type
+  subnet_id                   = aws_subnet.public.id
+  vpc_security_group_ids      = [aws_security_group.host.id]
+  iam_instance_profile        = aws_iam_instance_profile.host.name
+  key_name                    = aws_key_pair.operator.key_name
+  associate_public_ip_address = true
+  monitoring                  = true
+  ebs_optimized               = true
+
+  # checkov:skip=CKV_AWS_88:The operator reaches the UIs directly; the public address is reachable only from allowed_cidr through the security group.
+
+  metadata_options {
+    http_endpoint = "enabled"
+    http_tokens   = "required"
+    # Containers (MLflow, Airflow, kind nodes) sit one network hop behind the host and fetch the
+    # instance role's credentials through IMDSv2, which needs a hop limit of 2.
+    http_put_response_hop_limit = 2
+    instance_metadata_tags      = "disabled"
+  }
+
+  root_block_device {
+    volume_type           = "gp3"
+    volume_size           = var.root_volume_size_gb
+    encrypted             = true
+    delete_on_termination = true
+  }
+
+  user_data = templatefile("${path.module}/templates/user_data.sh.tftpl", {
+    project_repository_url = var.project_repository_url
+    project_git_ref        = var.project_git_ref
+    aws_region             = var.aws_region
+    bucket_name            = aws_s3_bucket.project.bucket
+    ecr_repository_url     = aws_ecr_repository.api.repository_url
+    kind_version           = var.kind_version
+    kubernetes_minor       = var.kubernetes_minor_version
+    airflow_port           = var.airflow_port
+    mlflow_port            = var.mlflow_port
+    api_node_port          = var.api_node_port
+  })
+  user_data_replace_on_change = true
+
+  # A newer AMI behind the SSM parameter must not replace a running host on the next apply.
+  lifecycle {
+    ignore_changes = [ami]
+  }
+
+  tags = {
+    Name = "${local.name}-host"
+  }
+
+  depends_on = [aws_route.internet]
+}

@@ -1,0 +1,382 @@
+"""Offline checks of terraform/: formatting, HCL parsing, the security properties, variable
+validation and the user data template.
+
+Nothing here talks to AWS. ``terraform validate`` needs the AWS provider from the registry, which
+this machine cannot reach, so that one test skips with the reason when the download fails; the
+variable validations and the user data template are still evaluated by the real terraform binary,
+in a module that holds only variables.tf and needs no provider.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import hcl2
+import pytest
+from hcl2.utils import SerializationOptions
+
+from steps.config import PROJECT_ROOT
+
+TERRAFORM_DIR = PROJECT_ROOT / "terraform"
+TF_FILES = sorted(TERRAFORM_DIR.glob("*.tf"))
+USER_DATA_TEMPLATE = TERRAFORM_DIR / "templates" / "user_data.sh.tftpl"
+TERRAFORM = shutil.which("terraform")
+needs_terraform = pytest.mark.skipif(
+    TERRAFORM is None, reason="terraform binary not on PATH (install Terraform >= 1.9)"
+)
+PARSE_OPTIONS = SerializationOptions(
+    with_comments=False, explicit_blocks=False, strip_string_quotes=True
+)
+VALID_VARS = {
+    "allowed_cidr": "203.0.113.7/32",
+    "ssh_public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleOnly operator@example",
+    "project_repository_url": "https://example.com/health-predict.git",
+}
+
+
+def parse(path: Path) -> dict:
+    with path.open() as handle:
+        return hcl2.load(handle, serialization_options=PARSE_OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, dict]:
+    """The whole module as {block type: {name or (type, name): body}}."""
+    merged: dict[str, dict] = {"resource": {}, "data": {}, "variable": {}, "output": {}}
+    merged["terraform"] = {}
+    for path in TF_FILES:
+        parsed = parse(path)
+        for kind in ("resource", "data"):
+            for entry in parsed.get(kind, []):
+                for type_name, instances in entry.items():
+                    for name, body in instances.items():
+                        merged[kind][(type_name, name)] = body
+        for kind in ("variable", "output"):
+            for entry in parsed.get(kind, []):
+                merged[kind].update(entry)
+        for entry in parsed.get("terraform", []):
+            merged["terraform"].update(entry)
+    return merged
+
+
+def run_terraform(args: list[str], cwd: Path, stdin: str | None = None):
+    return subprocess.run(
+        [TERRAFORM, *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.fixture(scope="module")
+def variables_only_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An initialised copy of variables.tf alone: plan/console evaluate it with no provider."""
+    if TERRAFORM is None:
+        pytest.skip("terraform binary not on PATH (install Terraform >= 1.9)")
+    module = tmp_path_factory.mktemp("tf-variables")
+    shutil.copy(TERRAFORM_DIR / "variables.tf", module / "variables.tf")
+    result = run_terraform(["init", "-backend=false", "-input=false", "-no-color"], module)
+    assert result.returncode == 0, result.stderr
+    return module
+
+
+def var_args(values: dict[str, str]) -> list[str]:
+    return [f"-var={name}={value}" for name, value in values.items()]
+
+
+def test_module_has_the_expected_files():
+    names = {path.name for path in TF_FILES}
+    assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= names
+    assert (TERRAFORM_DIR / "terraform.tfvars.example").is_file()
+
+
+@needs_terraform
+def test_terraform_fmt_is_clean():
+    result = run_terraform(["fmt", "-check", "-recursive", "-diff", "-no-color"], TERRAFORM_DIR)
+    assert result.returncode == 0, f"terraform fmt would change:\n{result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize("path", TF_FILES, ids=lambda path: path.name)
+def test_every_file_parses(path: Path):
+    assert parse(path), f"{path.name} parsed to nothing"
+
+
+def test_example_tfvars_parses_and_sets_every_required_variable(config):
+    example = parse(TERRAFORM_DIR / "terraform.tfvars.example")
+    required = {name for name, body in config["variable"].items() if "default" not in body}
+    assert required == set(VALID_VARS), "update VALID_VARS with the module's required variables"
+    assert required <= set(example)
+
+
+def test_core_resources_exist(config):
+    resource_types = {type_name for type_name, _ in config["resource"]}
+    assert {
+        "aws_vpc",
+        "aws_subnet",
+        "aws_internet_gateway",
+        "aws_route_table",
+        "aws_route_table_association",
+        "aws_security_group",
+        "aws_iam_role",
+        "aws_iam_instance_profile",
+        "aws_instance",
+        "aws_s3_bucket",
+        "aws_ecr_repository",
+    } <= resource_types
+
+
+def security_groups(config) -> list[dict]:
+    return [body for (kind, _), body in config["resource"].items() if kind == "aws_security_group"]
+
+
+def test_no_ingress_from_the_whole_internet(config):
+    # Standalone rule resources would bypass the inline checks below.
+    assert not {
+        kind
+        for kind, _ in config["resource"]
+        if kind in {"aws_security_group_rule", "aws_vpc_security_group_ingress_rule"}
+    }
+    ports = set()
+    for group in security_groups(config):
+        for rule in group.get("ingress", []):
+            assert rule["cidr_blocks"] == ["${var.allowed_cidr}"], rule
+            assert "ipv6_cidr_blocks" not in rule, rule
+            assert rule["protocol"] == "tcp" and rule["from_port"] == rule["to_port"], rule
+            assert rule.get("description"), "every ingress rule needs a description"
+            ports.add(rule["from_port"])
+    assert ports == {22, "${var.airflow_port}", "${var.mlflow_port}", "${var.api_node_port}"}
+
+
+def test_egress_is_limited_to_https_http_and_vpc_dns(config):
+    for group in security_groups(config):
+        for rule in group.get("egress", []):
+            assert rule["protocol"] != "-1", f"egress to all protocols: {rule}"
+            assert rule["from_port"] == rule["to_port"], rule
+            assert rule["from_port"] in {443, 80, 53}, rule
+            if rule["from_port"] == 53:
+                assert rule["cidr_blocks"] == ["${local.vpc_dns_resolver_cidr}"], rule
+
+
+def test_allowed_cidr_is_required(config):
+    assert "default" not in config["variable"]["allowed_cidr"]
+
+
+@pytest.mark.parametrize(
+    ("cidr", "accepted"),
+    [
+        ("203.0.113.7/32", True),
+        ("10.20.0.0/16", True),
+        ("0.0.0.0/0", False),
+        ("0.0.0.0/1", False),
+        ("203.0.113.7", False),
+        ("not-a-cidr", False),
+        ("::/0", False),
+    ],
+)
+def test_allowed_cidr_validation(variables_only_module: Path, cidr: str, accepted: bool):
+    values = {**VALID_VARS, "allowed_cidr": cidr}
+    result = run_terraform(
+        ["plan", "-input=false", "-no-color", "-lock=false", *var_args(values)],
+        variables_only_module,
+    )
+    if accepted:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0
+        assert "allowed_cidr" in result.stderr
+
+
+def test_instance_requires_imdsv2_encrypts_root_volume_and_is_monitored(config):
+    instance = config["resource"][("aws_instance", "host")]
+    metadata = instance["metadata_options"][0]
+    assert metadata["http_tokens"] == "required"
+    assert metadata["http_endpoint"] == "enabled"
+    assert instance["root_block_device"][0]["encrypted"] is True
+    assert instance["monitoring"] is True
+    assert instance["instance_type"] == "${var.instance_type}"
+    assert instance["iam_instance_profile"] == "${aws_iam_instance_profile.host.name}"
+
+
+def test_every_variable_is_typed_and_described(config):
+    for name, body in config["variable"].items():
+        assert body.get("type"), f"variable {name} has no type"
+        assert body.get("description", "").strip(), f"variable {name} has no description"
+
+
+def test_every_output_is_described_and_the_required_ones_exist(config):
+    for name, body in config["output"].items():
+        assert body.get("description", "").strip(), f"output {name} has no description"
+    assert {
+        "public_ip",
+        "public_dns",
+        "bucket_name",
+        "ecr_repository_url",
+        "mlflow_url",
+        "airflow_url",
+    } <= set(config["output"])
+
+
+def test_terraform_and_provider_versions_are_pinned(config):
+    settings = config["terraform"]
+    assert re.fullmatch(r"~> 1\.\d+", settings["required_version"])
+    providers = {}
+    for block in settings["required_providers"]:
+        providers.update(block)
+    assert set(providers) == {"aws"}
+    assert providers["aws"]["source"] == "hashicorp/aws"
+    assert re.fullmatch(r"~> \d+\.\d+(\.\d+)?", providers["aws"]["version"])
+
+
+def bucket_part(config, kind: str) -> dict:
+    return config["resource"][(kind, "project")]
+
+
+def test_bucket_is_versioned_encrypted_private_tls_only_with_lifecycle(config):
+    versioning = bucket_part(config, "aws_s3_bucket_versioning")
+    assert versioning["versioning_configuration"][0]["status"] == "Enabled"
+    encryption = bucket_part(config, "aws_s3_bucket_server_side_encryption_configuration")
+    default = encryption["rule"][0]["apply_server_side_encryption_by_default"][0]
+    assert default["sse_algorithm"] in {"aws:kms", "AES256"}
+    block = bucket_part(config, "aws_s3_bucket_public_access_block")
+    for setting in (
+        "block_public_acls",
+        "block_public_policy",
+        "ignore_public_acls",
+        "restrict_public_buckets",
+    ):
+        assert block[setting] is True, setting
+    lifecycle = bucket_part(config, "aws_s3_bucket_lifecycle_configuration")
+    assert any("noncurrent_version_expiration" in rule for rule in lifecycle["rule"])
+    policy = config["data"][("aws_iam_policy_document", "project_bucket")]
+    tls_denials = [
+        statement
+        for statement in policy["statement"]
+        if statement["effect"] == "Deny"
+        and any(
+            condition["variable"] == "aws:SecureTransport" and condition["values"] == ["false"]
+            for condition in statement.get("condition", [])
+        )
+    ]
+    assert tls_denials, "the bucket policy must deny requests without TLS"
+
+
+def test_ecr_repository_scans_on_push_with_immutable_tags_and_lifecycle(config):
+    repository = config["resource"][("aws_ecr_repository", "api")]
+    assert repository["image_tag_mutability"] == "IMMUTABLE"
+    assert repository["image_scanning_configuration"][0]["scan_on_push"] is True
+    assert ("aws_ecr_lifecycle_policy", "api") in config["resource"]
+
+
+def test_host_role_is_least_privilege(config):
+    statements = config["data"][("aws_iam_policy_document", "host")]["statement"]
+    allowed_resources = {
+        "${aws_s3_bucket.project.arn}",
+        "${aws_s3_bucket.project.arn}/*",
+        "${aws_ecr_repository.api.arn}",
+    }
+    for statement in statements:
+        assert statement.get("effect", "Allow") == "Allow"
+        for action in statement["actions"]:
+            assert "*" not in action, f"wildcard action {action}"
+            assert action.split(":")[0] in {"s3", "ecr"}, action
+        if statement["resources"] == ["*"]:
+            assert statement["actions"] == ["ecr:GetAuthorizationToken"], statement
+        else:
+            assert set(statement["resources"]) <= allowed_resources, statement
+    # No AWS-managed policy sneaks in beside the project's own.
+    for (kind, _), body in config["resource"].items():
+        if kind == "aws_iam_role_policy_attachment":
+            assert body["policy_arn"] == "${aws_iam_policy.host.arn}"
+
+
+def test_no_account_ids_keys_or_secrets_in_the_module():
+    files = [*TF_FILES, TERRAFORM_DIR / "terraform.tfvars.example", USER_DATA_TEMPLATE]
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"(?<![\d.])\d{12}(?![\d.])", text), f"account id in {path.name}"
+        assert not re.search(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b", text), f"access key in {path.name}"
+        assert not re.search(r"(?i)(password|secret)\s*=\s*\"[^\"$]", text), path.name
+
+
+def template_placeholders() -> set[str]:
+    return set(re.findall(r"(?<!\$)\$\{([a-z_]+)\}", USER_DATA_TEMPLATE.read_text()))
+
+
+def test_user_data_template_receives_exactly_its_placeholders(config):
+    user_data = config["resource"][("aws_instance", "host")]["user_data"]
+    passed = set(re.findall(r"\b([a-z_]+)\s*=", user_data.split("templatefile(", 1)[1]))
+    assert passed == template_placeholders()
+
+
+def test_user_data_installs_the_toolchain_and_starts_the_stack():
+    text = USER_DATA_TEMPLATE.read_text()
+    for needle in (
+        "docker-ce",
+        "docker-compose-plugin",
+        "kubectl",
+        "sha256sum -c",
+        "/usr/local/bin/kind",
+        "git clone",
+        "kind create cluster",
+        "docker compose -f docker-compose.yml",
+    ):
+        assert needle in text, needle
+
+
+@pytest.fixture(scope="module")
+def rendered_user_data(variables_only_module: Path) -> str:
+    """The user data script as terraform renders it, with example values."""
+    values = {name: f"example-{name}" for name in template_placeholders()}
+    arguments = ", ".join(f'{name} = "{value}"' for name, value in sorted(values.items()))
+    expression = f'jsonencode(templatefile("{USER_DATA_TEMPLATE}", {{{arguments}}}))\n'
+    result = run_terraform(["console", *var_args(VALID_VARS)], variables_only_module, expression)
+    assert result.returncode == 0, result.stderr
+    return json.loads(json.loads(result.stdout))
+
+
+def test_user_data_renders_to_valid_bash(rendered_user_data: str):
+    assert rendered_user_data.startswith("#!/bin/bash\n")
+    assert "example-bucket_name" in rendered_user_data
+    syntax = subprocess.run(
+        ["bash", "-n"], input=rendered_user_data, capture_output=True, text=True
+    )
+    assert syntax.returncode == 0, syntax.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shell_scripts_pass_shellcheck(rendered_user_data: str, tmp_path: Path):
+    user_data = tmp_path / "user_data.sh"
+    user_data.write_text(rendered_user_data)
+    scripts = [
+        user_data,
+        PROJECT_ROOT / "scripts" / "local_stack.sh",
+        PROJECT_ROOT / "docker" / "postgres" / "init-databases.sh",
+    ]
+    result = subprocess.run(
+        ["shellcheck", "--severity=warning", *map(str, scripts)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@needs_terraform
+def test_terraform_validate(tmp_path: Path):
+    module = tmp_path / "terraform"
+    shutil.copytree(
+        TERRAFORM_DIR, module, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*")
+    )
+    init = run_terraform(["init", "-backend=false", "-input=false", "-no-color"], module)
+    if init.returncode != 0:
+        reason = init.stderr.strip().splitlines()
+        pytest.skip(
+            "terraform init cannot download the AWS provider here (no registry access): "
+            + " ".join(line.strip("│ ") for line in reason[-6:] if line.strip("│ "))[:300]
+        )
+    result = run_terraform(["validate", "-no-color"], module)
+    assert result.returncode == 0, result.stdout + result.stderr

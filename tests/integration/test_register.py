@@ -1,0 +1,284 @@
+"""The registry step end to end: on the local SQLite store and on a real mlflow server + Postgres.
+
+Training runs follow the training contract (family-best runs with ``val_roc_auc`` and a logged
+pyfunc) but hold tiny rule models (``score_rule_model.py``) of known quality, judged on a synthetic
+labelled frame with the raw schema, so every decision below is known in advance. Each test uses its
+own registered-model name, so tests and backends never see each other's aliases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from custom_pyfunc import columns
+from steps import config, gate, register
+
+MODEL_CODE = Path(__file__).with_name("score_rule_model.py")
+# Rule models: STRONG is the model that generated the labels, WEAK sees one of its two signals,
+# NOISE looks at a column the label does not depend on.
+STRONG = {
+    "weights": {"number_inpatient": 0.9, "number_emergency": 0.6},
+    "bias": -2.6,
+    "threshold": 0.12,
+}
+WEAK = {"weights": {"number_emergency": 0.6}, "bias": -2.2, "threshold": 0.12}
+NOISE = {"weights": {"num_lab_procedures": 0.02}, "bias": -3.0, "threshold": 0.1}
+POLICY = gate.GatePolicy(margin=0.01, auc_floor=0.55, max_subgroup_recall_gap=0.25)
+
+
+def synthetic_encounters(n_rows: int, seed: int) -> pd.DataFrame:
+    """Encounters with every raw column and valid values; 30-day readmission follows STRONG."""
+    rng = np.random.default_rng(seed)
+    frame = {
+        "encounter_id": np.arange(1, n_rows + 1) * 10,
+        "patient_nbr": rng.permutation(n_rows) + 5000,
+    }
+    for name in columns.RAW_COLUMNS:
+        if name in frame or name == columns.LABEL_COLUMN:
+            continue
+        if name in columns.COUNT_RANGES:
+            low, high = columns.COUNT_RANGES[name]
+            frame[name] = np.clip(rng.poisson(0.6 if low == 0 else 5, n_rows), low, high)
+        elif name in columns.CODED_ID_VALUES:
+            frame[name] = rng.choice([1, 2, 3, 11], p=[0.5, 0.25, 0.2, 0.05], size=n_rows)
+        elif columns.CATEGORY_VALUES.get(name):
+            frame[name] = rng.choice(columns.CATEGORY_VALUES[name], size=n_rows)
+        else:
+            frame[name] = rng.choice(["428", "250.01", "V45", "InternalMedicine"], size=n_rows)
+    frame = pd.DataFrame(frame)
+    frame.loc[rng.random(n_rows) < 0.02, "race"] = None  # missing race, as in the real data
+    logit = STRONG["bias"] + sum(w * frame[c] for c, w in STRONG["weights"].items())
+    readmitted = rng.random(n_rows) < 1 / (1 + np.exp(-logit))
+    frame[columns.LABEL_COLUMN] = np.where(readmitted, "<30", rng.choice([">30", "NO"], n_rows))
+    return frame[list(columns.RAW_COLUMNS)]
+
+
+@pytest.fixture(scope="module")
+def eval_data_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A labelled raw-format CSV of 4,000 synthetic encounters."""
+    path = tmp_path_factory.mktemp("registry-eval") / "labelled_batch.csv"
+    path.write_bytes(columns.to_raw_csv_bytes(synthetic_encounters(4000, seed=1)))
+    return str(path)
+
+
+@dataclass
+class Backend:
+    """A tracking store with three contract-following training runs in their own experiment."""
+
+    name: str
+    training_runs: dict[str, str]  # "weak" / "noise" / "strong" -> training run id
+    best_runs: dict[str, str]  # same keys -> the family-best run the registry should pick
+
+
+def log_training_run(families: dict[str, tuple[dict, float]]) -> tuple[str, dict[str, str]]:
+    """A training run per the contract; returns its id and each family's family-best run id."""
+    config.ensure_experiment(config.TRAINING_EXPERIMENT)
+    best_runs = {}
+    with mlflow.start_run(run_name="training") as parent:
+        mlflow.set_tag(register.ROLE_TAG, "training")
+        for family, (model_config, val_roc_auc) in families.items():
+            with mlflow.start_run(run_name=family, nested=True):
+                mlflow.set_tags({register.ROLE_TAG: "family_parent", register.FAMILY_TAG: family})
+                with mlflow.start_run(run_name=f"{family}-best", nested=True) as best:
+                    info = mlflow.pyfunc.log_model(
+                        name="model",
+                        python_model=str(MODEL_CODE),
+                        model_config=model_config,
+                        pip_requirements=["mlflow"],
+                    )
+                    mlflow.set_tags(
+                        {
+                            register.ROLE_TAG: "family_best",
+                            register.FAMILY_TAG: family,
+                            register.MODEL_URI_TAG: info.model_uri,
+                            "health_predict.data.initial_train_sha256": "ab" * 32,
+                        }
+                    )
+                    mlflow.log_metrics({"val_roc_auc": val_roc_auc, "test_brier": 0.1})
+                    mlflow.log_params({"threshold": model_config["threshold"], "target": "30d"})
+                    best_runs[family] = best.info.run_id
+    return parent.info.run_id, best_runs
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mlflow-server-postgres"])
+def backend(request: pytest.FixtureRequest, session_stores: dict[str, str]):
+    """Each test runs once on the session's SQLite store and once on the real server."""
+    previous_uri = os.environ["MLFLOW_TRACKING_URI"]
+    if request.param == "mlflow-server-postgres":
+        os.environ["MLFLOW_TRACKING_URI"] = request.getfixturevalue("mlflow_server_uri")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "TRAINING_EXPERIMENT", f"HealthPredict_Training_{uuid.uuid4().hex}")
+        config.configure_mlflow()
+        runs, best = {}, {}
+        plan = {
+            "weak": {"logreg": (WEAK, 0.60), "random_forest": (NOISE, 0.58)},
+            "noise": {"xgboost": (NOISE, 0.70)},  # the best validation score, but useless
+            "strong": {"lightgbm": (STRONG, 0.72), "logreg": (WEAK, 0.61)},
+        }
+        for key, families in plan.items():
+            runs[key], family_best = log_training_run(families)
+            best[key] = family_best[max(families, key=lambda f: families[f][1])]
+        yield Backend(request.param, runs, best)
+    os.environ["MLFLOW_TRACKING_URI"] = previous_uri
+    config.configure_mlflow()
+
+
+@pytest.fixture
+def client(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    """A client on the backend, with a registered-model name of this test's own."""
+    monkeypatch.setattr(config, "MODEL_NAME", f"health-predict-{uuid.uuid4().hex[:12]}")
+    return MlflowClient()
+
+
+def _aliases(client: MlflowClient) -> dict[str, str]:
+    return {
+        name: str(v) for name, v in client.get_registered_model(config.MODEL_NAME).aliases.items()
+    }
+
+
+def _versions(client: MlflowClient) -> list[str]:
+    found = client.search_model_versions(f"name = '{config.MODEL_NAME}'")
+    return sorted((str(v.version) for v in found), key=int)
+
+
+def _expected_auc(model_config: dict, eval_data_uri: str) -> float:
+    """ROC-AUC of a rule model on the eligible rows, computed without the registry code."""
+    frame = columns.read_encounters_csv(Path(eval_data_uri).read_bytes())
+    frame = frame[columns.is_label_eligible(frame)]
+    # Same float operations as the model, so that near-equal scores tie (or not) identically.
+    logit = np.full(len(frame), float(model_config["bias"]))
+    for column, weight in model_config["weights"].items():
+        logit += weight * frame[column].to_numpy(dtype=float)
+    return roc_auc_score(columns.make_label(frame), 1 / (1 + np.exp(-logit)))
+
+
+def test_gate_promotes_on_floors_rejects_worse_and_promotes_better(backend, client, eval_data_uri):
+    first = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    assert first.promoted and first.champion_changed and first.action == "judged"
+    assert first.source_run_id == backend.best_runs["weak"]
+    assert _aliases(client) == {"champion": first.version, "challenger": first.version}
+    tags = client.get_model_version(config.MODEL_NAME, first.version).tags
+    assert tags["promoted"] == "true"
+    assert tags["reason"].startswith("no champion")
+    assert tags["champion_roc_auc"] == tags["champion_version"] == "none"
+    assert float(tags["challenger_roc_auc"]) == pytest.approx(
+        _expected_auc(WEAK, eval_data_uri), abs=1e-6
+    )
+    assert tags["eval_data_sha256"] == hashlib.sha256(Path(eval_data_uri).read_bytes()).hexdigest()
+    assert tags["margin"] == "0.01"
+    assert tags[register.SOURCE_RUN_TAG] == backend.best_runs["weak"]
+
+    # Best on validation, useless on the evaluation data: registered, judged, not promoted.
+    second = register.register(backend.training_runs["noise"], eval_data_uri, POLICY)
+    assert not second.promoted and not second.champion_changed
+    assert second.version != first.version
+    assert _aliases(client) == {"champion": first.version, "challenger": second.version}
+    tags = client.get_model_version(config.MODEL_NAME, second.version).tags
+    assert tags["promoted"] == "false"
+    assert tags["champion_version"] == first.version
+    assert float(tags["auc_difference_ci_high"]) < 0
+    assert "not non-inferior" in tags["reason"] and "below the floor" in tags["reason"]
+
+    third = register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    assert third.promoted and third.champion_changed
+    assert _aliases(client) == {
+        "champion": third.version,
+        "challenger": third.version,
+        "previous-champion": first.version,
+    }
+    tags = client.get_model_version(config.MODEL_NAME, third.version).tags
+    assert float(tags["auc_difference_ci_low"]) > -POLICY.margin
+    assert float(tags["auc_difference"]) == pytest.approx(
+        _expected_auc(STRONG, eval_data_uri) - _expected_auc(WEAK, eval_data_uri), abs=1e-6
+    )
+
+    # The model card: the version's description, and in full on the registry run.
+    description = client.get_model_version(config.MODEL_NAME, third.version).description
+    assert "## Intended use" in description and "## Known limitations" in description
+    assert len(description) <= 5000
+    card = mlflow.artifacts.load_text(f"runs:/{third.registry_run_id}/model_card.md")
+    for section in ("## Not intended for", "## Subgroups", "## Threshold", "## Calibration"):
+        assert section in card
+    assert "| gender | Female |" in card
+    assert tags["eval_data_sha256"] in card
+
+
+def test_register_twice_creates_no_version_and_moves_no_alias(backend, client, eval_data_uri):
+    first = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    aliases, versions = _aliases(client), _versions(client)
+    again = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    assert again.version == first.version
+    assert again.action == "already-decided" and again.promoted and not again.champion_changed
+    assert _aliases(client) == aliases and _versions(client) == versions == [first.version]
+    # Without a run id, the latest training run of the experiment is registered.
+    latest = register.register(None, eval_data_uri, POLICY)
+    assert latest.train_run_id == backend.training_runs["strong"]
+
+
+def test_crash_before_the_decision_or_before_the_aliases_is_repaired(
+    backend, client, eval_data_uri, monkeypatch
+):
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(register, "_judge_and_record", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    [version] = _versions(client)
+    assert "promoted" not in client.get_model_version(config.MODEL_NAME, version).tags
+    resumed = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    assert resumed.version == version and resumed.action == "judged" and resumed.promoted
+
+    # Decision recorded, crash before the aliases move: the next call moves them.
+    with monkeypatch.context() as patch:
+        patch.setattr(register, "promote", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    strong = register.find_version(client, backend.best_runs["strong"])
+    strong_version = str(strong.version)
+    assert strong.tags["promoted"] == "true"
+    assert _aliases(client)["champion"] == version
+    repaired = register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    assert repaired.action == "repaired" and repaired.champion_changed
+    assert repaired.version == strong_version
+    assert _aliases(client)["champion"] == strong_version
+    assert _aliases(client)["previous-champion"] == version
+    assert _versions(client) == [version, strong_version]
+
+
+def test_rollback_restores_the_previous_champion_and_is_not_undone_by_register(
+    backend, client, eval_data_uri, capsys
+):
+    assert register.main(["--rollback"]) == 2  # nothing to roll back to yet
+    assert "previous-champion" in capsys.readouterr().err
+    weak = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    strong = register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    assert strong.promoted
+
+    result = register.rollback()
+    assert (result.rolled_back_from, result.champion_version) == (strong.version, weak.version)
+    assert _aliases(client)["champion"] == weak.version
+    assert _aliases(client)["previous-champion"] == strong.version
+    demoted = client.get_model_version(config.MODEL_NAME, strong.version)
+    assert demoted.tags[register.ROLLED_BACK_TAG] == "true"
+
+    again = register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    assert again.action == "already-decided" and not again.champion_changed
+    assert _aliases(client)["champion"] == weak.version
+
+    register.rollback()  # a second rollback undoes the first
+    assert _aliases(client)["champion"] == strong.version
+    restored = client.get_model_version(config.MODEL_NAME, strong.version)
+    assert register.ROLLED_BACK_TAG not in restored.tags
