@@ -217,7 +217,8 @@ def validate_model_input(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.columns.has_duplicates:
         duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
         raise InvalidModelInput([f"column '{c}' appears more than once" for c in duplicated])
-    missing = [c for c in columns.INPUT_COLUMNS if c not in frame.columns]
+    present = set(frame.columns)
+    missing = [c for c in columns.INPUT_COLUMNS if c not in present]
     if missing:
         raise InvalidModelInput([f"missing required columns {missing}"])
 

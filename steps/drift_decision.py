@@ -24,7 +24,7 @@ MIN_LABELLED_PER_CLASS = 100
 class Thresholds:
     """Decision thresholds (declared with the same names and defaults in ``MLproject``)."""
 
-    auc_drop: float = 0.03
+    auc_drop: float = 0.05
     calibration_ratio: float = 1.2
     prediction_drift_psi: float = 0.1
     important_drift_share: float = 0.5
@@ -51,8 +51,9 @@ def performance_reasons(batch: dict, baseline: dict, thresholds: Thresholds) -> 
     shift = batch["calibration_ratio"] / baseline["calibration_ratio"]
     if max(shift, 1 / shift) >= thresholds.calibration_ratio:
         direction = "over" if shift > 1 else "under"
+        factor = max(shift, 1 / shift)
         reasons.append(
-            f"calibration shifted: the model {direction}-predicts by a factor {max(shift, 1 / shift):.2f} "
+            f"calibration shifted: the model {direction}-predicts by a factor {factor:.2f} "
             f"relative to its baseline (mean predicted {batch['mean_predicted']:.3f} vs observed "
             f"{batch['observed_rate']:.3f}; threshold {thresholds.calibration_ratio})"
         )

@@ -53,7 +53,9 @@ def check_table(table: EncounterTable) -> None:
         raise MonitorInputError(f"{table.role} {table.uri} has no rows")
     missing = [c for c in columns.INPUT_COLUMNS if c not in table.frame.columns]
     if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        shown = ", ".join(missing[:8]) + (
+            f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        )
         raise MonitorInputError(f"{table.role} {table.uri} is missing required columns: {shown}")
     if columns.LABEL_COLUMN in table.frame:
         labels = table.frame[columns.LABEL_COLUMN].dropna()
@@ -70,7 +72,9 @@ def comparable_columns(batch: pd.DataFrame, reference: pd.DataFrame) -> list[str
     Both frames are ``features.clean_data`` output. Raises when there is none, since then the
     batch cannot be compared with the reference at all.
     """
-    shared = [c for c in features.CLEAN_COLUMNS if batch[c].notna().any() and reference[c].notna().any()]
+    shared = [
+        c for c in features.CLEAN_COLUMNS if batch[c].notna().any() and reference[c].notna().any()
+    ]
     # The 0/1 flag `weight_recorded` is never missing; it only counts when `weight` is present.
     if shared == [features.WEIGHT_RECORDED] or not shared:
         raise MonitorInputError(
@@ -99,7 +103,9 @@ def contract_violations(frame: pd.DataFrame) -> pd.DataFrame:
         missing = values.isna().to_numpy()
         bad = np.zeros(len(frame), dtype=bool)
         if name in columns.COUNT_RANGES or name in columns.CODED_ID_VALUES:
-            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(
+                dtype="float64", na_value=np.nan
+            )
             not_whole = ~missing & (np.isnan(numbers) | (numbers != np.round(numbers)))
             if name in columns.COUNT_RANGES:
                 low, high = columns.COUNT_RANGES[name]

@@ -123,9 +123,11 @@ def column_reliance(
     )
     if storage.exists(cache_uri):
         return storage.read_json(cache_uri)
-    sample = table.frame.loc[rows].sample(
-        n=min(RELIANCE_SAMPLE_ROWS, len(rows)), random_state=0
-    ).reset_index(drop=True)
+    sample = (
+        table.frame.loc[rows]
+        .sample(n=min(RELIANCE_SAMPLE_ROWS, len(rows)), random_state=0)
+        .reset_index(drop=True)
+    )
     rng = np.random.default_rng(0)
     shuffled_copies = []
     for name in columns.INPUT_COLUMNS:

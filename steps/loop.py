@@ -234,26 +234,19 @@ def advance(
     return save_state(state, data_uri)
 
 
+def alias_version(alias: str) -> str | None:
+    """The registry version (as a string) an alias points at, None when it is not set."""
+    config.configure_mlflow()
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(config.MODEL_NAME, alias)
+    except MlflowException:
+        return None
+    return str(version.version)
+
+
 def champion_version() -> str | None:
     """The registry version the ``champion`` alias points at, None when there is none."""
-    config.configure_mlflow()
-    try:
-        return (
-            mlflow.MlflowClient()
-            .get_model_version_by_alias(config.MODEL_NAME, config.CHAMPION_ALIAS)
-            .version
-        )
-    except MlflowException:
-        return None
-
-
-def alias_version(alias: str) -> str | None:
-    """The registry version an alias points at, None when it is not set."""
-    config.configure_mlflow()
-    try:
-        return mlflow.MlflowClient().get_model_version_by_alias(config.MODEL_NAME, alias).version
-    except MlflowException:
-        return None
+    return alias_version(config.CHAMPION_ALIAS)
 
 
 def model_uri(version: str) -> str:
@@ -373,6 +366,7 @@ def run_monitor(
     parameters = {
         "batch_uri": batch.uri,
         "reference_uri": storage.join(_data_root(data_uri), config.INITIAL_TRAIN_KEY),
+        "baseline_uri": storage.join(_data_root(data_uri), config.INITIAL_TEST_KEY),
         "model_uri": model_uri(champion),
         "report_uri": report_uri,
         **(thresholds or {}),

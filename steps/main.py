@@ -43,14 +43,13 @@ def run_stage(entry_point: str, parameters: dict[str, object]) -> str:
     return submitted.run_id
 
 
-def serve_and_query_champion() -> dict:
-    """Serve the champion briefly with MLflow's scoring server and return its answer to one request."""
-    from custom_pyfunc.model import example_input
-    from steps.serve import served_model, smoke_test
+def serve_and_query_champion() -> list[dict]:
+    """The champion's answer to its own input example, served briefly by MLflow's scoring server."""
+    from steps.serve import serve_model, serving_input_example, smoke_test
 
     model_uri = f"models:/{config.MODEL_NAME}@{config.CHAMPION_ALIAS}"
-    with served_model(model_uri) as base_url:
-        return smoke_test(base_url, example_input())
+    with serve_model(model_uri) as base_url:
+        return smoke_test(base_url, serving_input_example(model_uri))
 
 
 def run_pipeline(

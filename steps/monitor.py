@@ -4,8 +4,8 @@
 and, when the batch carries labels, the model's performance on it with its performance on a
 held-out baseline (default: ``initial_test``). It writes ``drift_report.html``,
 ``performance_report.html`` (labelled batches) and ``drift_summary.json`` to ``report_uri``
-(default ``<data store>/drift_reports/<batch file stem>-<content hash>/``), logs them with params and
-metrics to an MLflow run of ``HealthPredict_Monitoring`` and returns the summary.
+(default ``<data store>/drift_reports/<batch file stem>-<content hash>/``), logs them with params
+and metrics to an MLflow run of ``HealthPredict_Monitoring`` and returns the summary.
 
 Idempotent per batch: the run is tagged with the batch's sha256; re-running on the same content
 replaces the report folder and deletes the earlier run, so one batch has one run.
@@ -47,6 +47,8 @@ from steps.drift_inputs import (
 )
 from steps.drift_reports import (
     TARGET,
+    DataDriftResult,
+    PerformanceResult,
     data_drift_report,
     monitoring_frame,
     performance_report,
@@ -77,6 +79,8 @@ def _with_target(table: EncounterTable, scores: pd.DataFrame) -> pd.DataFrame:
     """Scored, labelled rows of ``table`` with the 0/1 30-day label as ``target``."""
     labelled = scores.index.intersection(table.frame.index[has_labels(table.frame).to_numpy()])
     frame = scores.loc[labelled].copy()
+    if labelled.empty:
+        return frame.assign(**{TARGET: pd.Series(dtype="int64")})
     frame[TARGET] = columns.make_label(table.frame.loc[labelled]).astype("int64")
     return frame
 
@@ -95,6 +99,22 @@ def monitor(
     Raises :class:`MonitorInputError` for unusable input (nothing is written then).
     """
     started = time.perf_counter()
+    summary, drift, performance = assess(
+        batch_uri, reference_uri, model_uri, report_uri, baseline_uri, thresholds
+    )
+    _publish(summary, drift, performance, experiment, started)
+    return summary
+
+
+def assess(
+    batch_uri: str,
+    reference_uri: str | None = None,
+    model_uri: str = DEFAULT_MODEL_URI,
+    report_uri: str | None = None,
+    baseline_uri: str | None = None,
+    thresholds: Thresholds | None = None,
+) -> tuple[dict, DataDriftResult, PerformanceResult | None]:
+    """The summary and Evidently results for one batch, without publishing anything."""
     thresholds = thresholds or Thresholds()
     data_root = config.data_uri()
     reference_uri = reference_uri or storage.join(data_root, config.INITIAL_TRAIN_KEY)
@@ -169,21 +189,29 @@ def monitor(
         "baseline_uri": baseline_uri,
         "model_uri": model_uri,
         "model_id": model_id(model),
-        "report_uri": report_uri or storage.join(data_root, config.DRIFT_REPORTS_DIR, batch_id(batch)),
+        "report_uri": report_uri
+        or storage.join(data_root, config.DRIFT_REPORTS_DIR, batch_id(batch)),
     }
-    _publish(summary, drift, performance, experiment, started)
-    return summary
+    return summary, drift, performance
 
 
-def _publish(summary: dict, drift, performance, experiment: str, started: float) -> None:
-    """Log the run to MLflow (replacing earlier runs of the same batch) and fill the report folder."""
+def _publish(
+    summary: dict,
+    drift: DataDriftResult,
+    performance: PerformanceResult | None,
+    experiment: str,
+    started: float,
+) -> None:
+    """Log the MLflow run (replacing earlier runs of the same batch); fill the report folder."""
     config.ensure_experiment(experiment)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         drift.snapshot.save_html(str(folder / DRIFT_REPORT_NAME))
         if performance is not None:
             performance.snapshot.save_html(str(folder / PERFORMANCE_REPORT_NAME))
-        with mlflow.start_run(run_name=f"monitor-{summary['report_uri'].rstrip('/').rsplit('/', 1)[-1]}") as run:
+        with mlflow.start_run(
+            run_name=f"monitor-{summary['report_uri'].rstrip('/').rsplit('/', 1)[-1]}"
+        ) as run:
             _delete_earlier_runs(run.info.experiment_id, run.info.run_id, summary["batch_sha256"])
             summary["mlflow_run_id"] = run.info.run_id
             summary["seconds"] = round(time.perf_counter() - started, 3)
@@ -260,7 +288,7 @@ def _replace_folder(report_uri: str, folder: Path) -> None:
     for uri in storage.list_keys(report_uri):
         if PurePosixPath(uri).name not in fresh:
             storage.delete(uri)
-    for name in sorted(fresh - {SUMMARY_NAME}) + [SUMMARY_NAME]:
+    for name in [*sorted(fresh - {SUMMARY_NAME}), SUMMARY_NAME]:
         storage.write_bytes(storage.join(report_uri, name), (folder / name).read_bytes())
 
 
@@ -291,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     except MonitorInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"drift share {summary['drift_share']:.2f} ({len(summary['drifted_columns'])} of "
-          f"{summary['compared_columns']} columns); reports in {summary['report_uri']}")
+    print(
+        f"drift share {summary['drift_share']:.2f} ({len(summary['drifted_columns'])} of "
+        f"{summary['compared_columns']} columns); reports in {summary['report_uri']}"
+    )
     for reason in summary["reasons"]:
         print(f"reason: {reason}")
     print(summary["decision"])

@@ -116,19 +116,21 @@ def latest_training_run_id(client: MlflowClient) -> str:
 
 
 def family_best_runs(client: MlflowClient, train_run_id: str) -> list[Run]:
-    """The family-best runs nested (directly or under a family run) in the training run."""
+    """The family-best runs nested in the training run (or one level deeper, in family runs)."""
     experiment_id = client.get_run(train_run_id).info.experiment_id
-    found, parents = [], [train_run_id]
-    for _ in range(2):  # children, then grandchildren
-        children = [
-            run
-            for parent in parents
-            for run in client.search_runs(
-                [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
-            )
-        ]
-        found += [run for run in children if run.data.tags.get(ROLE_TAG) == "family_best"]
-        parents = [run.info.run_id for run in children if run.data.tags.get(ROLE_TAG) != "trial"]
+
+    def children(parent_run_id: str, role: str) -> list[Run]:
+        return client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{ROLE_TAG}` = '{role}'"
+            ),
+        )
+
+    found = children(train_run_id, "family_best")
+    if not found:
+        for family_run in children(train_run_id, "family_parent"):
+            found += children(family_run.info.run_id, "family_best")
     return found
 
 
@@ -245,9 +247,13 @@ def register_version(client: MlflowClient, source: Run, train_run_id: str) -> Mo
     return created
 
 
-def _training_data(client: MlflowClient, source: Run, train_run_id: str) -> list:
-    """Data hashes recorded on the source (or training) run, with row counts from the manifest."""
-    tags = {**client.get_run(train_run_id).data.tags, **source.data.tags}
+def _training_data(
+    client: MlflowClient, source: Run, train_run_id: str
+) -> list[model_card.DataFile]:
+    """Data hashes recorded on the source (or training) run, with row counts from split's manifest
+    (rows of the file) or else the training run's ``<name>_rows`` parameters (labelled rows)."""
+    training_run = client.get_run(train_run_id)
+    tags = {**training_run.data.tags, **source.data.tags}
     manifest_uri = storage.join(config.data_uri(), config.PROCESSED_MANIFEST_KEY)
     rows_by_hash = {}
     if storage.exists(manifest_uri):
@@ -257,7 +263,7 @@ def _training_data(client: MlflowClient, source: Run, train_run_id: str) -> list
     for key, sha256 in sorted(tags.items()):
         if key.startswith(DATA_TAG_PREFIX) and key.endswith("_sha256"):
             name = key[len(DATA_TAG_PREFIX) : -len("_sha256")]
-            rows = tags.get(f"{DATA_TAG_PREFIX}{name}_rows") or rows_by_hash.get(sha256)
+            rows = rows_by_hash.get(sha256) or training_run.data.params.get(f"{name}_rows")
             files.append(model_card.DataFile(name, sha256, int(rows) if rows else None))
     return files
 

@@ -17,6 +17,15 @@ from urllib.parse import urlparse
 import pandas as pd
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class StorageError(RuntimeError):
     """A data-store object is missing or cannot be read or written."""
 
@@ -75,6 +84,7 @@ def write_bytes(uri: str, payload: bytes) -> str:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; keep the usual file mode
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -206,6 +206,30 @@ def run_trial(trial_config: dict[str, Any], matrices: dict[str, tuple]) -> None:
     )
 
 
+def start_ray(ray_address: str = "", attempts: int = 3) -> None:
+    """Join the Ray cluster at ``ray_address``, or start a local one using every CPU.
+
+    A heavily loaded machine can make a local raylet give up while its agents start (a fixed
+    15 s wait inside Ray), so a local start is retried.
+    """
+    import ray
+
+    if ray_address:
+        ray.init(address=ray_address, log_to_driver=False)
+        return
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            return
+        except Exception:
+            ray.shutdown()
+            if attempt == attempts:
+                raise
+            logger.warning(
+                "local Ray did not start (attempt %d of %d), retrying", attempt, attempts
+            )
+
+
 @dataclass
 class SearchOutcome:
     """Every finished trial (config + metrics) and how busy the CPUs were."""
@@ -238,10 +262,7 @@ def run_search(
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        if ray_address:
-            ray.init(address=ray_address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        start_ray(ray_address)
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         param_space = {

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 from mlflow.models.utils import _enforce_schema
+from mlflow.utils.proto_json_utils import dataframe_from_parsed_json
 
 from custom_pyfunc import columns
 from custom_pyfunc.validation import (
@@ -109,10 +109,19 @@ def test_server_cannot_overwrite_the_message():
     assert error.get_http_status_code() == 400
 
 
-def test_mlflow_schema_enforcement_never_rejects_what_validation_reports():
-    frame = records_frame().astype({"num_medications": object, "diag_1": object})
-    frame.at[0, "num_medications"] = SENTINEL
-    frame.at[1, "diag_1"] = 428
-    frame["gender"] = np.nan
-    enforced = _enforce_schema(frame.drop(columns="age"), input_schema())
+def test_mlflow_parsing_and_enforcement_never_reject_what_validation_reports():
+    """The scoring server's own path (JSON records → cast → schema enforcement) lets every bad
+    value through to ``validate_model_input``, which is the only place that rejects it."""
+    records = records_frame().drop(columns="age").to_dict(orient="records")
+    records[0]["num_medications"] = SENTINEL
+    records[1]["diag_1"] = 428
+    for record in records:
+        record["gender"] = None
+    schema = input_schema()
+    parsed = dataframe_from_parsed_json(records, pandas_orient="records", schema=schema)
+    enforced = _enforce_schema(parsed, schema)
     assert "missing required columns ['age']" in problems_of(enforced)
+    enforced["age"] = "[50-60)"
+    message = problems_of(enforced)
+    for column in ("num_medications", "diag_1", "gender"):
+        assert f"'{column}'" in message

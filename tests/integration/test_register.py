@@ -282,3 +282,37 @@ def test_rollback_restores_the_previous_champion_and_is_not_undone_by_register(
     assert _aliases(client)["champion"] == strong.version
     restored = client.get_model_version(config.MODEL_NAME, strong.version)
     assert register.ROLLED_BACK_TAG not in restored.tags
+
+
+def test_registers_the_best_model_of_a_real_training_run(
+    trained_model, session_stores, monkeypatch
+):
+    """The small real HPO run on the real data, judged on ``initial_test`` (the default)."""
+    previous_uri = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", session_stores["MLFLOW_TRACKING_URI"])
+    monkeypatch.setattr(config, "MODEL_NAME", f"health-predict-{uuid.uuid4().hex[:12]}")
+    try:
+        decision = register.register(trained_model.train_run_id)
+        client = MlflowClient()
+        assert decision.source_run_id == trained_model.best_run_id
+        tags = client.get_model_version(config.MODEL_NAME, decision.version).tags
+        training = client.get_run(trained_model.train_run_id).data
+        assert tags["eval_data_sha256"] == training.tags["health_predict.data.initial_test_sha256"]
+        # The registry's serving-path ROC-AUC agrees with training's in-process test ROC-AUC.
+        best = client.get_run(trained_model.best_run_id).data
+        assert float(tags["challenger_roc_auc"]) == pytest.approx(
+            best.metrics["test_roc_auc"], abs=1e-4
+        )
+        policy = gate.GatePolicy()
+        passes_floors = (
+            float(tags["challenger_roc_auc"]) >= policy.auc_floor
+            and float(tags["subgroup_recall_gap"]) <= policy.max_subgroup_recall_gap
+        )
+        assert decision.promoted == passes_floors == (tags["promoted"] == "true")
+        description = client.get_model_version(config.MODEL_NAME, decision.version).description
+        train_sha = training.tags["health_predict.data.initial_train_sha256"]
+        assert train_sha in description
+        assert "max F1 on validation" in description
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        mlflow.set_registry_uri(previous_uri)

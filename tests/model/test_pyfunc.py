@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -75,7 +77,7 @@ def test_logged_model_declares_signature_example_and_pinned_requirements(logged_
     assert set(columns.INPUT_COLUMNS) <= input_names
     assert info.signature.outputs.input_names() == ["prediction", "probability_score"]
     requirements = mlflow.pyfunc.get_model_dependencies(logged_model_uri)
-    pins = open(requirements).read().split()
+    pins = Path(requirements).read_text().split()
     for name in ("mlflow", "scikit-learn", "lightgbm", "pandas"):
         assert any(pin.startswith(f"{name}==") for pin in pins), name
     example = model.example_input()

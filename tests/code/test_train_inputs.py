@@ -1,0 +1,55 @@
+"""What ``train`` reads: the split files, extra labelled data for retraining, eligible labels only."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from custom_pyfunc import columns
+from steps import storage, train
+from tests.fixtures_data import synthetic_encounters
+
+
+@pytest.fixture
+def synthetic_store(tmp_path) -> str:
+    root = str(tmp_path / "store")
+    for offset, key in enumerate(train.SPLIT_FILES.values()):
+        payload = columns.to_raw_csv_bytes(synthetic_encounters(120, seed=offset))
+        storage.write_bytes(storage.join(root, key), payload)
+    return root
+
+
+def test_reads_splits_with_hashes_and_drops_death_or_hospice(synthetic_store):
+    data = train.load_training_data(synthetic_store, "30d")
+    payload = storage.read_bytes(storage.join(synthetic_store, train.SPLIT_FILES["initial_train"]))
+    assert data.hashes["initial_train"] == hashlib.sha256(payload).hexdigest()
+    for name in train.SPLIT_FILES:
+        assert len(data.frames[name]) == len(data.labels[name]) == len(data.raw[name])
+        assert columns.is_label_eligible(data.raw[name]).all()
+        assert len(data.raw[name]) < 120  # the synthetic data has death/hospice rows
+
+
+def test_extra_training_data_from_a_prefix_is_appended_to_train_only(synthetic_store, tmp_path):
+    batches = tmp_path / "batches"
+    for seed in (50, 51):
+        storage.write_bytes(
+            str(batches / f"batch_{seed}.csv"),
+            columns.to_raw_csv_bytes(synthetic_encounters(40, seed=seed)),
+        )
+    plain = train.load_training_data(synthetic_store, "30d")
+    extended = train.load_training_data(synthetic_store, "30d", extra_train_uri=str(batches))
+    extra_rows = sum(
+        int(columns.is_label_eligible(synthetic_encounters(40, seed=s)).sum()) for s in (50, 51)
+    )
+    assert len(extended.labels["initial_train"]) == len(plain.labels["initial_train"]) + extra_rows
+    assert len(extended.labels["initial_test"]) == len(plain.labels["initial_test"])
+    assert "extra_train" in extended.hashes
+
+
+def test_extra_training_data_without_labels_is_refused(synthetic_store, tmp_path):
+    unlabelled = synthetic_encounters(10, seed=3).drop(columns=[columns.LABEL_COLUMN])
+    path = str(tmp_path / "unlabelled.csv")
+    storage.write_bytes(path, columns.to_raw_csv_bytes(unlabelled))
+    with pytest.raises(ValueError, match="readmitted"):
+        train.load_training_data(synthetic_store, "30d", extra_train_uri=path)

@@ -1,0 +1,112 @@
+"""The monitor on real data with a real trained pyfunc: decisions, reports, MLflow, idempotency."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from custom_pyfunc import columns
+from steps import config, monitor, storage
+from steps.drift_decision import DRIFT_DETECTED, NO_DRIFT
+
+BATCH_ROWS = 2500
+
+
+@pytest.fixture(scope="module")
+def held_out(processed_data_uri: str) -> pd.DataFrame:
+    uri = storage.join(processed_data_uri, config.INITIAL_VALIDATION_KEY)
+    return columns.read_encounters_csv(storage.read_bytes(uri))
+
+
+def _store(frame: pd.DataFrame, data_uri: str, name: str) -> str:
+    uri = storage.join(data_uri, config.CURRENT_BATCH_DIR, f"{name}.csv")
+    return storage.write_bytes(uri, columns.to_raw_csv_bytes(frame))
+
+
+@pytest.fixture(scope="module")
+def no_drift_run(held_out, processed_data_uri, trained_model):
+    """A labelled batch drawn from held-out initial data, with 3 rows breaking the contract."""
+    batch = held_out.sample(BATCH_ROWS, replace=True, random_state=11).reset_index(drop=True)
+    batch.loc[:2, "time_in_hospital"] = 40
+    uri = _store(batch, processed_data_uri, "no_drift")
+    return batch, monitor.monitor(uri, model_uri=trained_model.model_uri)
+
+
+def test_no_drift_batch_is_not_flagged(no_drift_run):
+    _, summary = no_drift_run
+    assert summary["decision"] == NO_DRIFT, summary["reasons"]
+    assert summary["decision_basis"] == "performance"
+    assert summary["drift_share"] < 0.2
+    assert summary["performance"]["batch"]["roc_auc"] > 0.55
+    quality = summary["data_quality"]
+    assert quality["rows_breaking_contract"] == 3
+    assert quality["out_of_range"] == {"time_in_hospital": 3}
+
+
+def test_reports_and_run_are_published(no_drift_run):
+    batch, summary = no_drift_run
+    names = {uri.rsplit("/", 1)[-1] for uri in storage.list_keys(summary["report_uri"])}
+    assert names == {"drift_report.html", "performance_report.html", "drift_summary.json"}
+    stored = storage.read_json(storage.join(summary["report_uri"], "drift_summary.json"))
+    assert stored["decision"] == summary["decision"]
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.data.params["model_uri"] == summary["model_uri"]
+    assert run.data.metrics["drift_share"] == pytest.approx(summary["drift_share"])
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "drift_report")}
+    assert "drift_report/drift_report.html" in artifacts
+    html = storage.read_bytes(storage.join(summary["report_uri"], "drift_report.html")).decode()
+    for identifier in batch["encounter_id"].astype(str).head(50):
+        assert f'"{identifier}"' not in html and f" {identifier}," not in html
+
+
+def test_calibration_shift_is_detected(held_out, processed_data_uri, trained_model):
+    batch = held_out.sample(BATCH_ROWS, replace=True, random_state=12).reset_index(drop=True)
+    positives = np.flatnonzero((batch["readmitted"] == "<30").to_numpy())
+    batch.loc[positives[: int(0.6 * len(positives))], "readmitted"] = ">30"
+    summary = monitor.monitor(
+        _store(batch, processed_data_uri, "calibration_shift"), model_uri=trained_model.model_uri
+    )
+    assert summary["decision"] == DRIFT_DETECTED
+    assert any("over-predicts" in reason for reason in summary["reasons"])
+
+
+def test_unlabelled_shift_in_relied_on_inputs_is_detected(
+    held_out, processed_data_uri, trained_model, capsys
+):
+    frequent_inpatients = held_out[held_out["number_inpatient"] >= 2]
+    batch = frequent_inpatients.sample(BATCH_ROWS, replace=True, random_state=13)
+    uri = _store(batch.drop(columns=[columns.LABEL_COLUMN]), processed_data_uri, "shifted")
+    code = monitor.main(["--batch-uri", uri, "--model-uri", trained_model.model_uri])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert out[-1] == DRIFT_DETECTED
+    summary_uri = storage.join(_report_folder(out), "drift_summary.json")
+    summary = json.loads(storage.read_bytes(summary_uri))
+    assert summary["decision_basis"] == "drift" and summary["performance"] is None
+    assert "number_inpatient" in summary["drifted_columns"]
+
+
+def _report_folder(cli_lines: list[str]) -> str:
+    return next(line for line in cli_lines if "reports in " in line).split("reports in ")[-1]
+
+
+def test_rerun_on_same_batch_replaces_run_and_reports(no_drift_run, trained_model):
+    _, first = no_drift_run
+    second = monitor.monitor(first["batch_uri"], model_uri=trained_model.model_uri)
+    assert second["report_uri"] == first["report_uri"]
+    assert second["mlflow_run_id"] != first["mlflow_run_id"]
+    experiment = mlflow.get_experiment_by_name(config.MONITORING_EXPERIMENT)
+    runs = mlflow.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{monitor.BATCH_TAG}` = '{first['batch_sha256']}'",
+        output_format="list",
+    )
+    assert [run.info.run_id for run in runs] == [second["mlflow_run_id"]]
+    stored = storage.read_json(storage.join(first["report_uri"], "drift_summary.json"))
+    assert stored["mlflow_run_id"] == second["mlflow_run_id"]
+    assert len(storage.list_keys(first["report_uri"])) == 3
