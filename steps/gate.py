@@ -132,13 +132,8 @@ class RankedScores:
         self.is_positive = labels[self.order].astype(bool)[:, None]
         self.tie_starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
 
-    def roc_auc(self, weights: np.ndarray) -> np.ndarray:
-        """ROC-AUC per column of ``weights`` (``(n_rows, resamples)``: how often each row counts).
-
-        Exact Mann-Whitney statistic with ties counted one half; NaN where a weighting has no
-        positive or no negative case. With unit weights this equals ``sklearn``'s
-        ``roc_auc_score``.
-        """
+    def _class_weights(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positive and negative weight per group of tied scores, in ascending score order."""
         sorted_weights = weights[self.order]
         positive = np.add.reduceat(
             np.where(self.is_positive, sorted_weights, 0.0), self.tie_starts, axis=0
@@ -146,6 +141,25 @@ class RankedScores:
         negative = np.add.reduceat(
             np.where(self.is_positive, 0.0, sorted_weights), self.tie_starts, axis=0
         )
+        return positive, negative
+
+    def average_precision(self, weights: np.ndarray) -> np.ndarray:
+        """PR-AUC (average precision, as ``sklearn``'s) for each column of ``weights``."""
+        positive, negative = (w[::-1] for w in self._class_weights(weights))
+        true_positive = np.cumsum(positive, axis=0)
+        flagged = true_positive + np.cumsum(negative, axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = true_positive / np.where(flagged > 0, flagged, 1.0)
+            return (positive * precision).sum(axis=0) / positive.sum(axis=0)
+
+    def roc_auc(self, weights: np.ndarray) -> np.ndarray:
+        """ROC-AUC per column of ``weights`` (``(n_rows, resamples)``: how often each row counts).
+
+        Exact Mann-Whitney statistic with ties counted one half; NaN where a weighting has no
+        positive or no negative case. With unit weights this equals ``sklearn``'s
+        ``roc_auc_score``.
+        """
+        positive, negative = self._class_weights(weights)
         negatives_below = np.cumsum(negative, axis=0) - negative
         concordant = (positive * (negatives_below + 0.5 * negative)).sum(axis=0)
         pairs = positive.sum(axis=0) * negative.sum(axis=0)
@@ -213,7 +227,7 @@ def bootstrap_metrics(
     seed: int = 42,
     confidence: float = 0.95,
 ) -> dict[str, Interval]:
-    """Recall, precision, F1, Brier score and positive rate, each with its bootstrap interval."""
+    """PR-AUC, recall, precision, F1, Brier score and positive rate, with bootstrap intervals."""
     labels = np.asarray(labels, dtype=np.float64)
     predicted = np.asarray(prediction, dtype=np.float64)
     squared_error = (np.asarray(probability, dtype=np.float64) - labels) ** 2
@@ -232,11 +246,13 @@ def bootstrap_metrics(
                 "positive_rate": flagged / n,
             }
 
+    ranked = RankedScores(labels, np.asarray(probability, dtype=np.float64))
     full = statistics(columns.sum(axis=0, keepdims=True), np.array([len(labels)]))
-    chunks = [
-        statistics(counts.T @ columns, counts.sum(axis=0))
-        for counts in bootstrap_counts(len(labels), n_resamples, seed)
-    ]
+    full["pr_auc"] = ranked.average_precision(np.ones((len(labels), 1)))
+    chunks = []
+    for counts in bootstrap_counts(len(labels), n_resamples, seed):
+        chunks.append(statistics(counts.T @ columns, counts.sum(axis=0)))
+        chunks[-1]["pr_auc"] = ranked.average_precision(counts)
     return {
         name: _interval(full[name][0], np.concatenate([c[name] for c in chunks]), confidence)
         for name in full

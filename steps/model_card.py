@@ -244,7 +244,8 @@ def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = 
         f"| ROC-AUC | {_interval(comparison.challenger)} | "
         f"{_number(facts.source_metrics.get('val_roc_auc'))} / "
         f"{_number(facts.source_metrics.get('test_roc_auc'))} |",
-        f"| PR-AUC | n/a | {_number(facts.source_metrics.get('val_pr_auc'))} / "
+        f"| PR-AUC | {_interval(facts.metrics.get('pr_auc'))} | "
+        f"{_number(facts.source_metrics.get('val_pr_auc'))} / "
         f"{_number(facts.source_metrics.get('test_pr_auc'))} |",
     ]
     for name in ("recall", "precision", "f1", "brier"):

@@ -329,7 +329,7 @@ def _judge_and_record(
     eval_data_uri: str,
     policy: gate.GatePolicy,
     registry_run_id: str,
-) -> tuple[gate.GateDecision, str | None]:
+) -> gate.GateDecision:
     """Evaluate challenger ``version`` vs champion, log the evidence and model card, tag it."""
     champion = alias_version(client, config.CHAMPION_ALIAS)
     comparison_champion = champion if champion != version else None
@@ -409,7 +409,7 @@ def _judge_and_record(
     mlflow.set_tags({f"gate.{key}": value for key, value in tags.items()})
     for key, value in tags.items():  # PROMOTED_TAG comes last: the commit marker
         client.set_model_version_tag(config.MODEL_NAME, version, key, value)
-    return decision, comparison_champion
+    return decision
 
 
 def _start_registry_run(name: str) -> mlflow.ActiveRun:
@@ -450,10 +450,11 @@ def register(
         champion_before = alias_version(client, config.CHAMPION_ALIAS)
         if PROMOTED_TAG not in version_tags:
             client.set_registered_model_alias(config.MODEL_NAME, config.CHALLENGER_ALIAS, version)
-            decision, judged_against = _judge_and_record(
+            decision = _judge_and_record(
                 client, version, source, train_run_id, eval_data_uri, policy, registry_run_id
             )
             promoted, reason, action = decision.promote, decision.reason, "judged"
+            judged_against = None
         else:
             promoted = version_tags[PROMOTED_TAG] == "true"
             reason, action = version_tags.get("reason", ""), "already-decided"

@@ -42,11 +42,11 @@ class AirflowHarness:
 
     env: dict[str, str]
 
-    def _run(self, command: dict, timeout: float) -> subprocess.CompletedProcess:
+    def _run(self, command: dict, env: dict[str, str], timeout: float):
         return subprocess.run(
             [sys.executable, "-m", "tests.fixtures_airflow"],
             input=json.dumps(command),
-            env=self.env,
+            env=env,
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
@@ -56,7 +56,7 @@ class AirflowHarness:
 
     def dagbag(self) -> dict:
         """Import errors, DAG ids and heavy modules loaded while parsing ``dags/``."""
-        done = self._run({"action": "dagbag"}, timeout=300)
+        done = self._run({"action": "dagbag"}, self.env, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.split(RESULT_MARKER)[-1])
 
@@ -77,12 +77,7 @@ class AirflowHarness:
             "runs": [{"dag_id": dag_id, "conf": conf} for dag_id, conf in runs],
             "crash_before_advance": crash_before_advance,
         }
-        env_backup = self.env
-        self.env = {**self.env, **(extra_env or {})}
-        try:
-            done = self._run(command, timeout=timeout)
-        finally:
-            self.env = env_backup
+        done = self._run(command, {**self.env, **(extra_env or {})}, timeout)
         results = [
             DagRunResult(**json.loads(line.split(RESULT_MARKER, 1)[1]))
             for line in done.stdout.splitlines()

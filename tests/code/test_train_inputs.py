@@ -1,4 +1,4 @@
-"""What ``train`` reads: the split files, extra labelled data for retraining, eligible labels only."""
+"""What ``train`` reads: split files, extra labelled data for retraining, eligible labels."""
 
 from __future__ import annotations
 

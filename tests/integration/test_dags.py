@@ -2,20 +2,21 @@
 
 Stages run for real (MLflow Project entry points, Ray Tune, Evidently, the MLflow scoring server) on
 a small slice of the real data, in a data store and MLflow store of this module's own, so that the
-champion these tests promote never meets other tests. The tests of the monitoring loop share one
-loop and run in file order: batch 0, batch 1, the crash on batch 2 and its redo, end of data.
+champion these tests promote never meets other tests. One module-scoped scenario drives every DAG
+run (training, deployment, batch 0, batch 1, the crash on batch 2, its redo, end of data) in three
+Airflow processes; each test checks one part of it.
 """
 
 from __future__ import annotations
 
-import json
 import signal
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
 
 from custom_pyfunc import columns
-from steps import config, storage
+from steps import config, loop, storage
+from tests.fixtures_airflow import DagRunResult
 
 TRAINING_DAG = "health_predict_training_hpo"
 DEPLOYMENT_DAG = "health_predict_api_deployment"
@@ -54,18 +55,21 @@ def slice_env(processed_data_uri: str, tmp_path_factory: pytest.TempPathFactory)
     }
 
 
-@pytest.fixture(scope="module")
-def training_runs(airflow_harness, slice_env):
-    """The training DAG (tiny budget, local deployment), then the deployment DAG it asked for."""
-    runs, code, log = airflow_harness.run_dags(
-        [
-            (TRAINING_DAG, {**TINY_TRAINING, **LENIENT_GATE, "deploy_target": "local"}),
-            (DEPLOYMENT_DAG, {"target": "local"}),
-        ],
-        extra_env=slice_env,
-    )
-    assert code == 0 and len(runs) == 2, log
-    return runs
+@dataclass
+class LoopScenario:
+    """Every DAG run of the scenario, and the loop state after each phase."""
+
+    training: DagRunResult
+    deployment: DagRunResult
+    quiet: DagRunResult
+    drifted: DagRunResult
+    state_after_two_batches: dict
+    crash_exit_code: int
+    crash_runs: list[DagRunResult]
+    state_after_crash: dict
+    redo: DagRunResult
+    ended: DagRunResult
+    final_state: dict
 
 
 def _loop_state(slice_env: dict) -> dict:
@@ -73,8 +77,8 @@ def _loop_state(slice_env: dict) -> dict:
     return storage.read_json(uri)
 
 
-def _monitoring_conf(thresholds: dict) -> dict:
-    return {
+def _monitoring(thresholds: dict) -> tuple[str, dict]:
+    conf = {
         "batch_size": BATCH_SIZE,
         "retrain_mode": "inline",
         "deploy_target": "local",
@@ -82,6 +86,43 @@ def _monitoring_conf(thresholds: dict) -> dict:
         **LENIENT_GATE,
         **thresholds,
     }
+    return MONITORING_DAG, conf
+
+
+@pytest.fixture(scope="module")
+def scenario(airflow_harness, slice_env) -> LoopScenario:
+    """Three processes: train + deploy + batches 0 and 1; killed on batch 2; batch 2 + the end."""
+    runs, code, log = airflow_harness.run_dags(
+        [
+            (TRAINING_DAG, {**TINY_TRAINING, **LENIENT_GATE, "deploy_target": "local"}),
+            (DEPLOYMENT_DAG, {"target": "local"}),
+            _monitoring(NEVER_DRIFT),
+            _monitoring(ALWAYS_DRIFT),
+        ],
+        extra_env=slice_env,
+    )
+    assert code == 0 and len(runs) == 4, log
+    state_after_two = _loop_state(slice_env)
+
+    crash_runs, crash_code, _ = airflow_harness.run_dags(
+        [_monitoring(NEVER_DRIFT)], crash_before_advance=True, extra_env=slice_env
+    )
+    state_after_crash = _loop_state(slice_env)
+
+    final_runs, code, log = airflow_harness.run_dags(
+        [_monitoring(NEVER_DRIFT), _monitoring(NEVER_DRIFT)], extra_env=slice_env
+    )
+    assert code == 0 and len(final_runs) == 2, log
+    return LoopScenario(
+        *runs,
+        state_after_two_batches=state_after_two,
+        crash_exit_code=crash_code,
+        crash_runs=crash_runs,
+        state_after_crash=state_after_crash,
+        redo=final_runs[0],
+        ended=final_runs[1],
+        final_state=_loop_state(slice_env),
+    )
 
 
 def test_dagbag_imports_cleanly_without_heavy_modules(airflow_harness):
@@ -93,10 +134,9 @@ def test_dagbag_imports_cleanly_without_heavy_modules(airflow_harness):
     assert bag["tasks_without_timeout"] == []
 
 
-def test_training_dag_trains_registers_and_triggers_deployment(training_runs):
-    training, deployment = training_runs
+def test_training_dag_trains_registers_and_triggers_deployment(scenario):
+    training, deployment = scenario.training, scenario.deployment
     assert training.state == "success", training.task_states
-    assert training.task_states["split_data"] == "success"
     assert training.task_states["trigger_deployment"] == "success"
     assert training.task_states["no_deployment"] == "skipped"
     outcome = training.xcoms["register"]
@@ -110,22 +150,12 @@ def test_training_dag_trains_registers_and_triggers_deployment(training_runs):
     assert deployment.task_states["deploy_kubernetes"] == "skipped"
     served = deployment.xcoms["serve_and_smoke_test"]
     assert served["version"] == outcome["champion_after"]
-    assert served["answer"]
+    assert served["answer"] and {"prediction", "probability_score"} <= set(served["answer"][0])
 
 
-def test_monitoring_dag_no_drift_then_retrains_and_promotes(
-    airflow_harness, slice_env, training_runs
-):
-    champion = training_runs[0].xcoms["register"]["champion_after"]
-    runs, code, log = airflow_harness.run_dags(
-        [
-            (MONITORING_DAG, _monitoring_conf(NEVER_DRIFT)),
-            (MONITORING_DAG, _monitoring_conf(ALWAYS_DRIFT)),
-        ],
-        extra_env=slice_env,
-    )
-    assert code == 0 and len(runs) == 2, log
-    quiet, drifted = runs
+def test_monitoring_dag_no_drift_then_retrains_and_promotes(scenario, slice_env):
+    champion = scenario.training.xcoms["register"]["champion_after"]
+    quiet, drifted = scenario.quiet, scenario.drifted
 
     assert quiet.state == "success", quiet.task_states
     assert quiet.xcoms["monitor_batch"]["decision"] == "NO_DRIFT"
@@ -147,35 +177,26 @@ def test_monitoring_dag_no_drift_then_retrains_and_promotes(
     assert drifted.task_states["trigger_deployment"] == "success"
     assert drifted.xcoms["record_batch"]["champion"] == outcome["champion_after"]
 
-    state = _loop_state(slice_env)
+    state = scenario.state_after_two_batches
     assert state["next_batch_index"] == 2 and state["batches_seen"] == [0, 1]
     assert state["initial_champion_version"] == champion
     assert state["champion_version"] == outcome["champion_after"]
     assert [r["batch_index"] for r in state["retrainings"]] == [1]
-    retraining_data = storage.read_bytes(
-        storage.join(
-            slice_env["HEALTH_PREDICT_DATA_URI"],
-            "monitoring_state/retraining_data/labelled_batches_00000_to_00000_n1.csv",
-        )
+    retraining_data = storage.join(
+        slice_env["HEALTH_PREDICT_DATA_URI"],
+        loop.RETRAINING_DATA_DIR,
+        "labelled_batches_00000_to_00000_n1.csv",
     )
-    assert len(columns.read_encounters_csv(retraining_data)) == BATCH_SIZE
+    assert len(columns.read_encounters_csv(storage.read_bytes(retraining_data))) == BATCH_SIZE
     (deploy,) = [run for run in drifted.triggered if run["dag_id"] == DEPLOYMENT_DAG]
     assert deploy["run_id"] == f"deploy__{state['loop_id']}__batch_00001"
+    assert deploy["conf"] == {"target": "local", "model_version": outcome["champion_after"]}
 
 
-def test_monitoring_dag_killed_before_state_advance_redoes_the_batch_once(
-    airflow_harness, slice_env
-):
-    before = _loop_state(slice_env)
-    assert before["next_batch_index"] == 2
-    runs, code, _ = airflow_harness.run_dags(
-        [(MONITORING_DAG, _monitoring_conf(NEVER_DRIFT))],
-        crash_before_advance=True,
-        extra_env=slice_env,
-    )
-    assert code == -signal.SIGKILL and runs == []
-    after_crash = _loop_state(slice_env)
-    assert after_crash == before  # monitored, but not counted
+def test_monitoring_dag_killed_before_state_advance_redoes_the_batch_once(scenario, slice_env):
+    assert scenario.crash_exit_code == -signal.SIGKILL and scenario.crash_runs == []
+    before = scenario.state_after_two_batches
+    assert scenario.state_after_crash == before  # batch 2 monitored, but not counted
     summary_uri = storage.join(
         slice_env["HEALTH_PREDICT_DATA_URI"],
         config.DRIFT_REPORTS_DIR,
@@ -185,29 +206,26 @@ def test_monitoring_dag_killed_before_state_advance_redoes_the_batch_once(
     )
     assert storage.exists(summary_uri)
 
-    runs, code, log = airflow_harness.run_dags(
-        [(MONITORING_DAG, _monitoring_conf(NEVER_DRIFT))], extra_env=slice_env
-    )
-    assert code == 0 and len(runs) == 1, log
-    (redo,) = runs
+    redo = scenario.redo
     assert redo.state == "success", redo.task_states
     assert redo.xcoms["read_loop_state"]["batch_index"] == 2
-    state = _loop_state(slice_env)
+    assert redo.xcoms["record_batch"]["batch_index"] == 2
+    state = scenario.final_state
     assert state["batches_seen"] == [0, 1, 2] and state["next_batch_index"] == 3
-    assert json.loads(Path(summary_uri).read_text())["decision"] == "NO_DRIFT"
-
-
-def test_monitoring_dag_ends_when_future_data_is_exhausted(airflow_harness, slice_env):
-    before = _loop_state(slice_env)
-    assert before["next_batch_index"] == SLICE_ROWS[config.FUTURE_DATA_KEY] // BATCH_SIZE
-    runs, code, log = airflow_harness.run_dags(
-        [(MONITORING_DAG, _monitoring_conf(NEVER_DRIFT))], extra_env=slice_env
+    assert state["loop_id"] == before["loop_id"]
+    # The monitor replaced the killed attempt's MLflow run instead of keeping both.
+    assert (
+        storage.read_json(summary_uri)["mlflow_run_id"]
+        == redo.xcoms["monitor_batch"]["monitor_run_id"]
     )
-    assert code == 0 and len(runs) == 1, log
-    (ended,) = runs
+
+
+def test_monitoring_dag_ends_when_future_data_is_exhausted(scenario):
+    ended = scenario.ended
     assert ended.state == "success", ended.task_states
+    assert ended.xcoms["read_loop_state"]["batch_index"] == 3
+    assert ended.xcoms["prepare_batch"] == {}
     assert ended.task_states["end_of_data"] == "success"
     for skipped in ("resolve_champion", "monitor_batch", "batch_handled", "record_batch"):
         assert ended.task_states[skipped] == "skipped"
-    assert ended.xcoms["prepare_batch"] == {}
-    assert _loop_state(slice_env) == before
+    assert scenario.final_state["next_batch_index"] == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from steps import gate
 
@@ -41,7 +41,7 @@ def _judge(cohort, challenger, champion=None, prediction=None, **policy) -> gate
     )
 
 
-def test_resampled_auc_equals_sklearn_on_the_resampled_rows_with_ties():
+def test_resampled_auc_and_average_precision_equal_sklearn_with_ties():
     rng = np.random.default_rng(0)
     labels = (rng.random(500) < 0.3).astype(int)
     scores = np.round(labels * 0.4 + rng.normal(size=500), 1)  # many ties
@@ -51,6 +51,12 @@ def test_resampled_auc_equals_sklearn_on_the_resampled_rows_with_ties():
         rows = np.repeat(np.arange(500), counts[:, column].astype(int))
         assert resampled[column] == pytest.approx(roc_auc_score(labels[rows], scores[rows]))
     assert gate.roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    resampled_ap = gate.RankedScores(labels, scores).average_precision(counts)
+    for column in range(3):
+        rows = np.repeat(np.arange(500), counts[:, column].astype(int))
+        assert resampled_ap[column] == pytest.approx(
+            average_precision_score(labels[rows], scores[rows])
+        )
 
 
 def test_bootstrap_is_reproducible_and_seeded(cohort):
@@ -131,5 +137,6 @@ def test_bootstrap_metrics_match_direct_computation(cohort):
     assert metrics["recall"].estimate == pytest.approx(true_positive / labels.sum())
     assert metrics["precision"].estimate == pytest.approx(true_positive / prediction.sum())
     assert metrics["brier"].estimate == pytest.approx(np.mean((probability - labels) ** 2))
+    assert metrics["pr_auc"].estimate == pytest.approx(average_precision_score(labels, probability))
     for interval in metrics.values():
         assert interval.low < interval.estimate < interval.high
