@@ -38,8 +38,6 @@ from mlflow.exceptions import MlflowException
 from custom_pyfunc import columns
 from steps import config, gate, model_card, storage
 
-logger = logging.getLogger(__name__)
-
 ROLE_TAG = "health_predict.role"
 FAMILY_TAG = "health_predict.family"
 MODEL_URI_TAG = "health_predict.model_uri"
@@ -492,7 +490,6 @@ def register(
             }
         )
         mlflow.log_dict(asdict(result), "registration_decision.json")
-    logger.info("%s", result.verdict())
     return result
 
 
@@ -533,7 +530,6 @@ def rollback() -> RollbackResult:
             )
         result = RollbackResult(rolled_back_from=current or NO_VERSION, champion_version=previous)
         mlflow.set_tags({"rolled_back_from": result.rolled_back_from, "champion_version": previous})
-    logger.info("%s", result.verdict())
     return result
 
 
