@@ -79,9 +79,18 @@ def configure_mlflow() -> str:
 
 
 def ensure_experiment(name: str) -> str:
-    """Create the experiment if needed (artifacts under ``artifact_root()``) and make it active."""
+    """Create the experiment if needed (artifacts under ``artifact_root()``) and make it active.
+
+    Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and MLflow refuses to resume
+    it from another experiment, so its own experiment is made active instead; pass
+    ``--experiment-name`` to ``mlflow run`` to choose it.
+    """
     configure_mlflow()
     client = mlflow.MlflowClient()
+    if os.environ.get("MLFLOW_RUN_ID"):
+        experiment_id = client.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         # A tracking server that proxies artifacts chooses the location itself.

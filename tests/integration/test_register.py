@@ -3,7 +3,8 @@
 Training runs follow the training contract (family-best runs with ``val_roc_auc`` and a logged
 pyfunc) but hold tiny rule models (``score_rule_model.py``) of known quality, judged on a synthetic
 labelled frame with the raw schema, so every decision below is known in advance. Each test uses its
-own registered-model name, so tests and backends never see each other's aliases.
+own registered-model name, so tests and backends never see each other's aliases. The last test
+registers the small real training run (``trained_model``) on the real ``initial_test`` split.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ STRONG = {
 WEAK = {"weights": {"number_emergency": 0.6}, "bias": -2.2, "threshold": 0.12}
 NOISE = {"weights": {"num_lab_procedures": 0.02}, "bias": -3.0, "threshold": 0.1}
 POLICY = gate.GatePolicy(margin=0.01, auc_floor=0.55, max_subgroup_recall_gap=0.25)
+
+pytestmark = pytest.mark.slow
 
 
 def synthetic_encounters(n_rows: int, seed: int) -> pd.DataFrame:
