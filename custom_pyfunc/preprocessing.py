@@ -99,7 +99,19 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=self.random_state)
         self.target_encoder_ = TargetEncoder(target_type="binary", cv=folds)
         encoded = self.target_encoder_.fit_transform(codes[:, self._target_encoded_idx()], y)
+        self.target_lookups_ = self._target_lookups()
         return np.hstack([numeric, codes, encoded])
+
+    def _target_lookups(self) -> list[np.ndarray]:
+        """Per target-encoded column, its encoding indexed by category code (the fitted
+        ``TargetEncoder``'s values; codes it never saw get the overall target mean, as there)."""
+        lookups = []
+        for j, name in enumerate(TARGET_ENCODED_COLUMNS):
+            lookup = np.full(len(self.vocabularies_[name]) + 1, self.target_encoder_.target_mean_)
+            categories = self.target_encoder_.categories_[j].astype("int64")
+            lookup[categories] = self.target_encoder_.encodings_[j]
+            lookups.append(lookup)
+        return lookups
 
     def _target_encoded_idx(self) -> list[int]:
         names = list(self.vocabularies_)
@@ -119,7 +131,10 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         codes = self._codes(frame)
         if self.encoding == "onehot":
             return self._onehot_matrix(numeric, codes)
-        encoded = self.target_encoder_.transform(codes[:, self._target_encoded_idx()])
+        target_codes = codes[:, self._target_encoded_idx()]
+        encoded = np.column_stack(
+            [lookup[target_codes[:, j]] for j, lookup in enumerate(self.target_lookups_)]
+        )
         return np.hstack([numeric, codes, encoded])
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:

@@ -375,6 +375,9 @@ def fit_family_best(
         data.frames["initial_train"], data.labels["initial_train"], **fit_params(family, "model__")
     )
     fit_seconds = time.perf_counter() - started
+    # Served predictions are mostly single rows, where extra threads only add overhead.
+    if "n_jobs" in pipeline.named_steps["model"].get_params():
+        pipeline.set_params(model__n_jobs=1)
     x_val, y_val = data.frames["initial_validation"], data.labels["initial_validation"]
     raw_probability = pipeline.predict_proba(x_val)[:, 1]
     calibrator, briers = calibrate(raw_probability, y_val, seed)

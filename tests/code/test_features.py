@@ -98,3 +98,13 @@ def test_identifiers_never_reach_the_model(encounters):
     shuffled[list(columns.ID_COLUMNS)] = shuffled[list(columns.ID_COLUMNS)].to_numpy()[::-1]
     again = features.engineer_features(features.clean_data(shuffled))
     np.testing.assert_array_equal(encoder.transform(engineered), encoder.transform(again))
+
+
+def test_encoder_target_lookup_equals_the_fitted_sklearn_target_encoder(encounters):
+    engineered = features.engineer_features(features.clean_data(encounters))
+    labels = columns.make_label(encounters).to_numpy()
+    encoder = FeatureEncoder(min_frequency=5).fit(engineered, labels)
+    codes = encoder._codes(engineered)[:, encoder._target_encoded_idx()]
+    expected = encoder.target_encoder_.transform(codes)
+    n_encoded = expected.shape[1]
+    np.testing.assert_allclose(encoder.transform(engineered)[:, -n_encoded:], expected)
