@@ -2,10 +2,11 @@
 
 On throwaway stores (a temporary folder unless ``--work-dir``): ingest + split the real data (kept
 when ``--work-dir`` already holds a split), train and register the initial champion with the
-loop's retraining budget (the ``simulate`` defaults of MLproject), then replay every ``future_data`` batch through ``steps.simulate`` (monitor, retrain
-on drift, gate, promote). Reports the mean ROC-AUC of the served model and of the frozen initial
-model on the second half of the batches, the number of retrainings and wall times. Goal: gain
->= 0.02 with the replay under 15 minutes on 2 cores. The last line printed is one JSON object.
+loop's retraining budget (the ``simulate`` defaults of MLproject), then replay every
+``future_data`` batch through ``steps.simulate`` (monitor, retrain on drift, gate, promote).
+Reports the mean ROC-AUC of the served model and of the frozen initial model on the second half of
+the batches, the number of retrainings and wall times. Goal: gain >= 0.02 with the replay under
+15 minutes on 2 cores. The last line printed is one JSON object.
 
     python benchmarks/replay.py [--batch-size 5000] [--max-batches 0] [--work-dir DIR]
 """

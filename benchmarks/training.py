@@ -5,7 +5,7 @@ in the data store, and in the same run trains the baseline; both are scored on `
 on the whole ``future_data`` (death/hospice rows excluded). Also times in-process prediction of the
 best model (one row, 1,000 rows). Prints a table, then ONE JSON line.
 
-    python -m benchmarks.training --data-uri data --trials-per-family 12 --time-budget-s 900
+    python -m benchmarks.training --data-uri data --trials-per-family 8 --time-budget-s 420
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-uri", default=config.data_uri())
     parser.add_argument("--families", default="logreg,random_forest,xgboost,lightgbm")
-    parser.add_argument("--trials-per-family", type=int, default=12)
-    parser.add_argument("--time-budget-s", type=float, default=900)
+    parser.add_argument("--trials-per-family", type=int, default=8)
+    parser.add_argument("--time-budget-s", type=float, default=420)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
 

@@ -442,9 +442,9 @@ def log_family_best(
 def train(
     data_uri: str = "",
     families: str | list[str] = FAMILIES,
-    trials_per_family: int = 12,
+    trials_per_family: int = 8,
     seed: int = 42,
-    time_budget_s: float = 900,
+    time_budget_s: float = 420,
     ray_address: str = "",
     target: str = "30d",
     extra_train_uri: str = "",
@@ -461,19 +461,20 @@ def train(
     experiment_id = config.ensure_experiment(config.TRAINING_EXPERIMENT)
     with mlflow.start_run(tags={ROLE_TAG: "training"}) as parent:
         mlflow.set_tags({f"health_predict.data.{n}_sha256": h for n, h in data.hashes.items()})
-        mlflow.log_params(
-            {
-                "data_uri": data_uri or config.data_uri(),
-                "families": ",".join(family_list),
-                "trials_per_family": trials_per_family,
-                "seed": seed,
-                "time_budget_s": time_budget_s,
-                "ray_address": ray_address or "local",
-                "target": target,
-                "extra_train_uri": extra_train_uri or "none",
-                **{f"{n}_rows": len(y) for n, y in data.labels.items()},
-            }
-        )
+        # `mlflow run` has already logged the entry point's parameters as given: keep those.
+        already_logged = mlflow.get_run(parent.info.run_id).data.params
+        resolved = {
+            "data_uri": data_uri or config.data_uri(),
+            "families": ",".join(family_list),
+            "trials_per_family": trials_per_family,
+            "seed": seed,
+            "time_budget_s": time_budget_s,
+            "ray_address": ray_address or "local",
+            "target": target,
+            "extra_train_uri": extra_train_uri or "none",
+            **{f"{n}_rows": len(y) for n, y in data.labels.items()},
+        }
+        mlflow.log_params({k: v for k, v in resolved.items() if k not in already_logged})
         matrices = feature_matrices(data, family_list, seed)
         outcome = run_search(
             matrices, family_list, trials_per_family, time_budget_s, seed, ray_address
@@ -533,9 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-uri", default="")
     parser.add_argument("--families", default="")
-    parser.add_argument("--trials-per-family", type=lambda s: int(float(s)), default=12)
+    parser.add_argument("--trials-per-family", type=lambda s: int(float(s)), default=8)
     parser.add_argument("--seed", type=lambda s: int(float(s)), default=42)
-    parser.add_argument("--time-budget-s", type=float, default=900)
+    parser.add_argument("--time-budget-s", type=float, default=420)
     parser.add_argument("--ray-address", default="")
     parser.add_argument("--target", default="30d")
     parser.add_argument("--extra-train-uri", default="")

@@ -70,6 +70,7 @@ class LoopScenario:
     redo: DagRunResult
     ended: DagRunResult
     final_state: dict
+    log: str  # the tail of each phase's Airflow log, shown when an assertion fails
 
 
 def _loop_state(slice_env: dict) -> dict:
@@ -102,17 +103,20 @@ def scenario(airflow_harness, slice_env) -> LoopScenario:
         extra_env=slice_env,
     )
     assert code == 0 and len(runs) == 4, log
+    logs = [log]
     state_after_two = _loop_state(slice_env)
 
-    crash_runs, crash_code, _ = airflow_harness.run_dags(
+    crash_runs, crash_code, log = airflow_harness.run_dags(
         [_monitoring(NEVER_DRIFT)], crash_before_advance=True, extra_env=slice_env
     )
+    logs.append(log)
     state_after_crash = _loop_state(slice_env)
 
     final_runs, code, log = airflow_harness.run_dags(
         [_monitoring(NEVER_DRIFT), _monitoring(NEVER_DRIFT)], extra_env=slice_env
     )
     assert code == 0 and len(final_runs) == 2, log
+    logs.append(log)
     return LoopScenario(
         *runs,
         state_after_two_batches=state_after_two,
@@ -122,6 +126,7 @@ def scenario(airflow_harness, slice_env) -> LoopScenario:
         redo=final_runs[0],
         ended=final_runs[1],
         final_state=_loop_state(slice_env),
+        log="\n----\n".join(logs),
     )
 
 
@@ -136,7 +141,7 @@ def test_dagbag_imports_cleanly_without_heavy_modules(airflow_harness):
 
 def test_training_dag_trains_registers_and_triggers_deployment(scenario):
     training, deployment = scenario.training, scenario.deployment
-    assert training.state == "success", training.task_states
+    assert training.state == "success", (training.task_states, scenario.log)
     assert training.task_states["trigger_deployment"] == "success"
     assert training.task_states["no_deployment"] == "skipped"
     outcome = training.xcoms["register"]
@@ -146,7 +151,7 @@ def test_training_dag_trains_registers_and_triggers_deployment(scenario):
     assert triggered["run_id"] == f"deploy__v{outcome['champion_after']}__{training.run_id}"
     assert triggered["conf"] == {"target": "local", "model_version": outcome["champion_after"]}
 
-    assert deployment.state == "success", deployment.task_states
+    assert deployment.state == "success", (deployment.task_states, scenario.log)
     assert deployment.task_states["deploy_kubernetes"] == "skipped"
     served = deployment.xcoms["serve_and_smoke_test"]
     assert served["version"] == outcome["champion_after"]
@@ -157,7 +162,7 @@ def test_monitoring_dag_no_drift_then_retrains_and_promotes(scenario, slice_env)
     champion = scenario.training.xcoms["register"]["champion_after"]
     quiet, drifted = scenario.quiet, scenario.drifted
 
-    assert quiet.state == "success", quiet.task_states
+    assert quiet.state == "success", (quiet.task_states, scenario.log)
     assert quiet.xcoms["monitor_batch"]["decision"] == "NO_DRIFT"
     assert quiet.task_states["skip_retraining"] == "success"
     assert quiet.task_states["retrain_inline"] == "skipped"
@@ -169,7 +174,7 @@ def test_monitoring_dag_no_drift_then_retrains_and_promotes(scenario, slice_env)
         "next_batch_index": 1,
     }
 
-    assert drifted.state == "success", drifted.task_states
+    assert drifted.state == "success", (drifted.task_states, scenario.log)
     assert drifted.xcoms["monitor_batch"]["decision"] == "DRIFT_DETECTED"
     outcome = drifted.xcoms["retrain_inline"]
     assert outcome["champion_before"] == champion
@@ -194,7 +199,8 @@ def test_monitoring_dag_no_drift_then_retrains_and_promotes(scenario, slice_env)
 
 
 def test_monitoring_dag_killed_before_state_advance_redoes_the_batch_once(scenario, slice_env):
-    assert scenario.crash_exit_code == -signal.SIGKILL and scenario.crash_runs == []
+    assert scenario.crash_exit_code == -signal.SIGKILL, scenario.log
+    assert scenario.crash_runs == []
     before = scenario.state_after_two_batches
     assert scenario.state_after_crash == before  # batch 2 monitored, but not counted
     summary_uri = storage.join(
@@ -207,7 +213,7 @@ def test_monitoring_dag_killed_before_state_advance_redoes_the_batch_once(scenar
     assert storage.exists(summary_uri)
 
     redo = scenario.redo
-    assert redo.state == "success", redo.task_states
+    assert redo.state == "success", (redo.task_states, scenario.log)
     assert redo.xcoms["read_loop_state"]["batch_index"] == 2
     assert redo.xcoms["record_batch"]["batch_index"] == 2
     state = scenario.final_state
@@ -222,7 +228,7 @@ def test_monitoring_dag_killed_before_state_advance_redoes_the_batch_once(scenar
 
 def test_monitoring_dag_ends_when_future_data_is_exhausted(scenario):
     ended = scenario.ended
-    assert ended.state == "success", ended.task_states
+    assert ended.state == "success", (ended.task_states, scenario.log)
     assert ended.xcoms["read_loop_state"]["batch_index"] == 3
     assert ended.xcoms["prepare_batch"] == {}
     assert ended.task_states["end_of_data"] == "success"
