@@ -100,3 +100,21 @@ def ensure_experiment(name: str) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def log_resolved_params(params: dict[str, object]) -> None:
+    """Log ``params`` on the active run, keeping what ``mlflow run`` already logged.
+
+    ``mlflow run`` logs the entry point's parameters as given (often an empty "use the default"),
+    and MLflow params are immutable: a resolved value that differs is logged as ``<key>_resolved``.
+    """
+    run_id = mlflow.active_run().info.run_id
+    existing = mlflow.MlflowClient().get_run(run_id).data.params
+    fresh: dict[str, object] = {}
+    for key, value in params.items():
+        if key not in existing:
+            fresh[key] = value
+        elif existing[key] != str(value):
+            fresh[f"{key}_resolved"] = value
+    if fresh:
+        mlflow.log_params(fresh)

@@ -308,7 +308,7 @@ def deploy(
     model = resolve_model(model_uri)
     with mlflow.start_run(run_name=f"deploy-{target}"):
         mlflow.set_tags({"health_predict.role": "deployment", "health_predict.target": target})
-        mlflow.log_params({"model_uri": model.uri, "model_version": model.version or ""})
+        config.log_resolved_params({"model_uri": model.uri, "model_version": model.version or ""})
         dockerfile = write_hardened_dockerfile(model.uri, Path(output_dir), workers)
         mlflow.log_artifact(str(dockerfile), artifact_path="serving")
         result = DeployResult(target=target, model=model, dockerfile=dockerfile)

@@ -217,7 +217,7 @@ def _publish(
             summary["seconds"] = round(time.perf_counter() - started, 3)
             (folder / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, default=str))
             mlflow.set_tags({BATCH_TAG: summary["batch_sha256"], DECISION_TAG: summary["decision"]})
-            _log_params_once(run.info.run_id, _params(summary))
+            config.log_resolved_params(_params(summary))
             mlflow.log_metrics(_metrics(summary))
             mlflow.log_artifacts(tmp, artifact_path="drift_report")
         _replace_folder(summary["report_uri"], folder)
@@ -243,19 +243,6 @@ def _params(summary: dict) -> dict[str, object]:
         "report_uri": summary["report_uri"],
         **summary["thresholds"],
     }
-
-
-def _log_params_once(run_id: str, params: dict[str, object]) -> None:
-    """Log ``params``; a key ``mlflow run`` already logged with another value (its empty
-    default) gets the resolved value as ``<key>_resolved`` (MLflow params are immutable)."""
-    existing = mlflow.MlflowClient().get_run(run_id).data.params
-    fresh = {}
-    for key, value in params.items():
-        if key not in existing:
-            fresh[key] = value
-        elif existing[key] != str(value):
-            fresh[f"{key}_resolved"] = value
-    mlflow.log_params(fresh)
 
 
 def _metrics(summary: dict) -> dict[str, float]:

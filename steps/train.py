@@ -461,20 +461,19 @@ def train(
     experiment_id = config.ensure_experiment(config.TRAINING_EXPERIMENT)
     with mlflow.start_run(tags={ROLE_TAG: "training"}) as parent:
         mlflow.set_tags({f"health_predict.data.{n}_sha256": h for n, h in data.hashes.items()})
-        # `mlflow run` has already logged the entry point's parameters as given: keep those.
-        already_logged = mlflow.get_run(parent.info.run_id).data.params
-        resolved = {
-            "data_uri": data_uri or config.data_uri(),
-            "families": ",".join(family_list),
-            "trials_per_family": trials_per_family,
-            "seed": seed,
-            "time_budget_s": time_budget_s,
-            "ray_address": ray_address or "local",
-            "target": target,
-            "extra_train_uri": extra_train_uri or "none",
-            **{f"{n}_rows": len(y) for n, y in data.labels.items()},
-        }
-        mlflow.log_params({k: v for k, v in resolved.items() if k not in already_logged})
+        config.log_resolved_params(
+            {
+                "data_uri": data_uri or config.data_uri(),
+                "families": ",".join(family_list),
+                "trials_per_family": trials_per_family,
+                "seed": seed,
+                "time_budget_s": time_budget_s,
+                "ray_address": ray_address or "local",
+                "target": target,
+                "extra_train_uri": extra_train_uri or "none",
+                **{f"{n}_rows": len(y) for n, y in data.labels.items()},
+            }
+        )
         matrices = feature_matrices(data, family_list, seed)
         outcome = run_search(
             matrices, family_list, trials_per_family, time_budget_s, seed, ray_address
