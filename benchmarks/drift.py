@@ -205,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         min_power_pct=min(power.values()),
         mean_power_pct=round(float(np.mean(list(power.values()))), 1),
         real_future=real,
-        goal_met=max(false_alarms.values()) <= 5
-        and min(power.values()) >= 90
-        and result["cli_wall_s"] < 5,
+        goal_met=bool(
+            max(false_alarms.values()) <= 5
+            and min(power.values()) >= 90
+            and result["cli_wall_s"] < 5
+        ),
     )
     print(json.dumps(result))
     return 0
