@@ -6,7 +6,8 @@ Pure numpy/pandas (no MLflow, no I/O), so every decision can be checked on const
   exactly (ties count one half) from resample counts, vectorised over resamples. The interval is
   the percentile interval of the resampled statistic (default 95%, two-sided).
 * Non-inferiority: with a champion, the challenger is promoted only when the lower bound of the
-  interval of ``AUC(challenger) - AUC(champion)`` exceeds ``-margin``.
+  interval of ``AUC(challenger) - AUC(champion)`` exceeds ``-margin``, and never when its
+  predictions equal the champion's (a retrain that reproduced the champion only causes a redeploy).
 * Floors (always, and alone when there is no champion): the challenger's ROC-AUC on the
   evaluation data is at least ``auc_floor``, and its subgroup recall gap is at most
   ``max_subgroup_recall_gap``.
@@ -337,6 +338,11 @@ def judge(
         )
     difference = comparison.difference
     level = f"{policy.confidence:.0%}"
+    if champion_probability is not None and np.array_equal(
+        np.asarray(challenger_probability), np.asarray(champion_probability)
+    ):
+        # A retrain that reproduced the champion would only cause a redeploy of the same model.
+        failures.append("identical predictions to the champion on the evaluation data")
     if difference is not None and difference.low <= -policy.margin:
         failures.append(
             f"not non-inferior: lower {level} bound of the AUC difference {difference.low:+.4f} "

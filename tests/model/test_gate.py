@@ -96,6 +96,13 @@ def test_tie_within_the_margin_is_promoted_but_not_without_a_margin(cohort):
     assert "not non-inferior" in strict.reason
 
 
+def test_a_challenger_identical_to_the_champion_is_not_promoted(cohort):
+    champion = _scores(cohort, 1.5)
+    decision = _judge(cohort, champion.copy(), champion=champion, margin=0.01)
+    assert not decision.promote
+    assert "identical predictions" in decision.reason
+
+
 def test_without_a_champion_the_floors_alone_decide(cohort):
     good = _judge(cohort, _scores(cohort, 1.5), auc_floor=0.6)
     assert good.promote and good.reason.startswith("no champion")
