@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 
 from custom_pyfunc import columns
-from steps import config, storage
-from steps.drift_decision import DRIFT_DETECTED, Thresholds
+from steps.core import config, storage
 from steps.monitor import DEFAULT_MODEL_URI, assess, monitor
+from steps.monitoring.decision import DRIFT_DETECTED, Thresholds
 
 Shift = Callable[[pd.DataFrame, np.random.Generator, int], pd.DataFrame]
 

@@ -38,7 +38,9 @@ def run(work_dir: Path, batch_size: int, max_batches: int) -> dict[str, object]:
     """Set up the initial champion, replay, and return the measurements."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     _use_stores(work_dir)
-    from steps import config, loop, simulate, storage
+    from steps import simulate
+    from steps.core import config, storage
+    from steps.monitoring import loop
 
     budget = loop.project_defaults("simulate")
     started = time.perf_counter()

@@ -28,7 +28,8 @@ import requests
 from mlflow.models import ModelSignature
 
 from custom_pyfunc import columns, validation
-from steps import config, serve, storage
+from steps import serve
+from steps.core import config, storage
 
 SINGLE_ROW_REQUESTS = 300
 WARMUP_REQUESTS = 20

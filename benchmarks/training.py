@@ -28,7 +28,8 @@ from sklearn.preprocessing import OneHotEncoder
 from xgboost import XGBClassifier
 
 from custom_pyfunc import columns
-from steps import config, evaluate, storage
+from steps.core import config, storage
+from steps.evaluation import evaluate
 
 CATEGORICAL = [*columns.STRING_INPUT_COLUMNS, *columns.CODED_ID_COLUMNS]
 NUMERIC = list(columns.COUNT_RANGES)

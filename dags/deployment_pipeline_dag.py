@@ -61,7 +61,7 @@ def health_predict_api_deployment():
     @task
     def resolve_model() -> dict:
         """The version to deploy and its pinned registry URI."""
-        from steps import loop
+        from steps.monitoring import loop
 
         version = get_current_context()["params"]["model_version"] or loop.champion_version()
         if not version:
@@ -76,7 +76,7 @@ def health_predict_api_deployment():
     @task(execution_timeout=timedelta(hours=1))
     def deploy_kubernetes(model: dict) -> str:
         """Run the deploy entry point for Kubernetes; returns its MLflow run id."""
-        from steps import loop
+        from steps.monitoring import loop
 
         params = get_current_context()["params"]
         options = {

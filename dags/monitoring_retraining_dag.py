@@ -94,7 +94,7 @@ def _params() -> dict:
 
 def _loop_and_batch(params: dict, loop_id: str, batch: dict):
     """The stored loop state (checked to be the run's loop) and the batch as loop objects."""
-    from steps import loop
+    from steps.monitoring import loop
 
     state = loop.load_state(params["data_uri"] or None)
     if state is None or state.loop_id != loop_id:
@@ -103,7 +103,7 @@ def _loop_and_batch(params: dict, loop_id: str, batch: dict):
 
 
 def _training_options(params: dict) -> dict:
-    from steps import loop
+    from steps.monitoring import loop
 
     defaults = loop.project_defaults("simulate")
     return {
@@ -128,7 +128,7 @@ def health_predict_monitoring_retraining():
     @task
     def read_loop_state() -> dict:
         """The loop id and the index of the batch this run handles."""
-        from steps import loop
+        from steps.monitoring import loop
 
         params = get_current_context()["params"]
         batch_size = params["batch_size"] or loop.project_defaults("simulate")["batch_size"]
@@ -145,7 +145,7 @@ def health_predict_monitoring_retraining():
         """The stored batch (index, URI, rows); empty when future_data is exhausted."""
         from dataclasses import asdict
 
-        from steps import loop
+        from steps.monitoring import loop
 
         params = get_current_context()["params"]
         batch = loop.prepare_batch(
@@ -166,7 +166,7 @@ def health_predict_monitoring_retraining():
     @task
     def resolve_champion() -> str:
         """The registry version the champion alias points at now."""
-        from steps import loop
+        from steps.monitoring import loop
 
         version = loop.champion_version()
         if version is None:
@@ -176,7 +176,7 @@ def health_predict_monitoring_retraining():
     @task(retries=1)
     def monitor_batch(state: dict, batch: dict, champion: str) -> dict:
         """Run the monitor entry point; returns its run id, decision and drift share."""
-        from steps import loop
+        from steps.monitoring import loop
 
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
@@ -193,7 +193,7 @@ def health_predict_monitoring_retraining():
 
     @task.branch
     def choose_action(state: dict, monitoring: dict) -> str:
-        from steps import loop
+        from steps.monitoring import loop
 
         params = get_current_context()["params"]
         loop_state = loop.load_state(params["data_uri"] or None)
@@ -210,7 +210,7 @@ def health_predict_monitoring_retraining():
         """Train + register through the training pipeline's functions; returns the outcome."""
         from dataclasses import asdict
 
-        from steps import loop
+        from steps.monitoring import loop
 
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
@@ -250,7 +250,7 @@ def health_predict_monitoring_retraining():
     @task
     def prepare_training_request(state: dict, batch: dict) -> dict:
         """The training DAG's run id and conf for this batch (retraining data stored)."""
-        from steps import loop
+        from steps.monitoring import loop
 
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
@@ -296,7 +296,7 @@ def health_predict_monitoring_retraining():
             )
         if run_state != "success":
             return PokeReturnValue(is_done=False)
-        from steps import loop
+        from steps.monitoring import loop
 
         return PokeReturnValue(
             is_done=True,
@@ -314,7 +314,7 @@ def health_predict_monitoring_retraining():
     @task
     def record_batch(state: dict, batch: dict, monitoring: dict) -> dict:
         """Advance the loop state past this batch and tag the monitoring run."""
-        from steps import loop
+        from steps.monitoring import loop
 
         context = get_current_context()
         params = context["params"]

@@ -80,7 +80,7 @@ def health_predict_training_hpo():
         if not params["run_split"]:
             print("run_split=false: using the existing processed_data/ split")
             return None
-        from steps import loop
+        from steps.monitoring import loop
 
         data_uri = params["data_uri"]
         ingest = loop.run_entry_point(
@@ -92,7 +92,7 @@ def health_predict_training_hpo():
     @task(execution_timeout=timedelta(hours=3))
     def train() -> str:
         """Run the train entry point; returns the parent training run id."""
-        from steps import loop
+        from steps.monitoring import loop
 
         params = get_current_context()["params"]
         return loop.run_training(
@@ -111,7 +111,7 @@ def health_predict_training_hpo():
         """Run the register gate; returns the champion versions before and after."""
         from dataclasses import asdict
 
-        from steps import loop
+        from steps.monitoring import loop
 
         params = get_current_context()["params"]
         outcome = loop.run_registration(

@@ -36,7 +36,7 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from custom_pyfunc import columns, features
 from custom_pyfunc.preprocessing import FeatureEncoder
-from steps import config
+from steps.core import config
 
 OUTPUT = Path(os.environ.get("HEALTH_PREDICT_NOTEBOOK_OUTPUT", PROJECT_ROOT / "build/notebooks"))
 OUTPUT.mkdir(parents=True, exist_ok=True)

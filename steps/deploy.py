@@ -26,9 +26,10 @@ from pathlib import Path
 import mlflow
 
 from custom_pyfunc import validation
-from steps import config, serve
+from steps import serve
+from steps.core import config
 
-NGINX_CONF = Path(__file__).with_name("serving_nginx.conf")
+NGINX_CONF = config.PROJECT_ROOT / "docker" / "serving" / "nginx.conf"
 APP_UID = 10001
 DEFAULT_MODEL_URI = f"models:/{config.MODEL_NAME}@{config.CHAMPION_ALIAS}"
 
@@ -87,7 +88,7 @@ def resolve_model(model_uri: str) -> ResolvedModel:
 def harden_dockerfile(dockerfile: str, workers: int) -> str:
     """MLflow's generated Dockerfile with our hardening inserted before its ENTRYPOINT.
 
-    Replaces nginx's config with ours (steps/serving_nginx.conf), drops MLflow's world-writable
+    Replaces nginx's config with ours (docker/serving/nginx.conf), drops MLflow's world-writable
     chmod, runs as an unprivileged user, pins the worker count and request limits, and adds a
     HEALTHCHECK on /ping.
     """

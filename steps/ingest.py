@@ -24,7 +24,8 @@ import pandas as pd
 import requests
 
 from custom_pyfunc import columns
-from steps import config, schema, storage
+from steps.core import config, storage
+from steps.data import schema
 
 logger = logging.getLogger(__name__)
 

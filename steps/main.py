@@ -13,7 +13,7 @@ import sys
 
 import mlflow
 
-from steps import config
+from steps.core import config
 
 logger = logging.getLogger("health_predict.main")
 

@@ -28,15 +28,15 @@ import mlflow
 import pandas as pd
 
 from custom_pyfunc import columns, features
-from steps import config, storage
-from steps.drift_decision import (
+from steps.core import config, storage
+from steps.monitoring.decision import (
     Thresholds,
     decision,
     drift_reasons,
     labels_usable,
     performance_reasons,
 )
-from steps.drift_inputs import (
+from steps.monitoring.inputs import (
     EncounterTable,
     MonitorInputError,
     check_table,
@@ -45,7 +45,7 @@ from steps.drift_inputs import (
     has_labels,
     load_table,
 )
-from steps.drift_reports import (
+from steps.monitoring.reports import (
     TARGET,
     DataDriftResult,
     PerformanceResult,
@@ -53,7 +53,7 @@ from steps.drift_reports import (
     monitoring_frame,
     performance_report,
 )
-from steps.drift_scoring import cached_scores, column_reliance, load_model, model_id, score
+from steps.monitoring.scoring import cached_scores, column_reliance, load_model, model_id, score
 
 DEFAULT_MODEL_URI = f"models:/{config.MODEL_NAME}@{config.CHAMPION_ALIAS}"
 SUMMARY_NAME = "drift_summary.json"

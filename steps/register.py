@@ -3,8 +3,9 @@
 ``register`` takes the family-best runs of a training run (by id, or the latest training run),
 registers the one with the best validation ROC-AUC as a new version of ``health-predict`` with
 alias ``challenger``, and judges it against the ``champion`` on labelled evaluation data with
-``steps.gate`` (paired bootstrap, non-inferiority margin, floors). The decision is written as tags
-on the version, the model card becomes its description, and everything is logged to a run in
+``steps.evaluation.gate`` (paired bootstrap, non-inferiority margin, floors). The decision is
+written as tags on the version, the model card becomes its description, and everything is logged
+to a run in
 ``HealthPredict_Registry``. ``rollback`` swaps ``champion`` and ``previous-champion``.
 
 Idempotent and crash-safe: the version carries its source run id (tag
@@ -36,7 +37,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from custom_pyfunc import columns
-from steps import config, gate, model_card, storage
+from steps.core import config, storage
+from steps.evaluation import gate, model_card
 
 ROLE_TAG = "health_predict.role"
 FAMILY_TAG = "health_predict.family"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from steps import config
+from steps.core import config
 
 
 class ServingError(RuntimeError):

@@ -1,10 +1,11 @@
 """Replay ``future_data`` batch by batch through the monitoring loop, without Airflow.
 
-Every batch goes through the functions the monitoring DAG's tasks call (``steps.loop``): store the
-batch, run ``monitor`` on the champion, retrain and gate when drift is detected, advance the loop
-state. Before the champion can change, the served model (the champion when the batch arrived) and
-the frozen initial model are scored on the batch's labels. The timeline (CSV) and its plot (PNG)
-are logged to the MLflow experiment ``HealthPredict_Simulation``.
+Every batch goes through the functions the monitoring DAG's tasks call
+(``steps.monitoring.loop``): store the batch, run ``monitor`` on the champion, retrain and gate
+when drift is detected, advance the loop state. Before the champion can change, the served model
+(the champion when the batch arrived) and the frozen initial model are scored on the batch's
+labels. The timeline (CSV) and its plot (PNG) are logged to the MLflow experiment
+``HealthPredict_Simulation``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from custom_pyfunc import columns
-from steps import config, loop, storage
+from steps.core import config, storage
+from steps.monitoring import loop
 
 TIMELINE_NAME = "timeline.csv"
 PLOT_NAME = "timeline.png"

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from custom_pyfunc import columns
-from steps import config, storage
+from steps.core import config, storage
 
 logger = logging.getLogger(__name__)
 

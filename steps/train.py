@@ -35,7 +35,8 @@ from custom_pyfunc import columns, features
 from custom_pyfunc.model import log_readmission_model
 from custom_pyfunc.predictor import ProbabilityCalibrator, ReadmissionPredictor
 from custom_pyfunc.preprocessing import FeatureEncoder, categorical_indices
-from steps import config, evaluate, storage
+from steps.core import config, storage
+from steps.evaluation import evaluate
 
 logger = logging.getLogger("health_predict.train")
 

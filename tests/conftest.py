@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from steps import config
+from steps.core import config
 
 # Fixture modules, one per area, so that each area's fixtures live beside each other.
 pytest_plugins = [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-# Not steps.config (it imports mlflow): the DagBag check asserts parsing loads no such module.
+# Not steps.core.config (it imports mlflow): the DagBag check asserts parsing loads no such module.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 RESULT_MARKER = "@@dag-result@@ "
@@ -174,7 +174,7 @@ def _all_runs() -> set[tuple[str, str]]:
 
 def _crash_at_advance() -> None:
     """Make the loop's state advance kill this process, as a machine failure at that point would."""
-    from steps import loop
+    from steps.monitoring import loop
 
     def killed(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import mlflow
 import pytest
 
-from steps import config, deploy
+from steps import deploy
+from steps.core import config
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import config, ingest, schema, storage
+from steps import ingest
+from steps.core import config, storage
+from steps.data import schema
 from tests.fixtures_data import synthetic_encounters
 
 

@@ -1,11 +1,15 @@
-"""The monitoring loop's durable state and batch bookkeeping (``steps.loop``), on synthetic rows."""
+"""The monitoring loop's durable state and batch bookkeeping (``steps.monitoring.loop``).
+
+On synthetic rows.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from custom_pyfunc import columns
-from steps import config, loop, storage
+from steps.core import config, storage
+from steps.monitoring import loop
 from tests.fixtures_data import synthetic_encounters
 
 

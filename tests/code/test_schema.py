@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import schema
+from steps.data import schema
 from tests.fixtures_data import synthetic_encounters
 
 

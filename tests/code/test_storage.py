@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import config, ingest, split, storage
+from steps import ingest, split
+from steps.core import config, storage
 from tests.fixtures_data import synthetic_encounters
 
 

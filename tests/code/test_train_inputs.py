@@ -7,7 +7,8 @@ import hashlib
 import pytest
 
 from custom_pyfunc import columns
-from steps import storage, train
+from steps import train
+from steps.core import storage
 from tests.fixtures_data import synthetic_encounters
 
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns, features
-from steps import config, monitor, storage
-from steps.drift_inputs import MonitorInputError, comparable_columns, contract_violations
+from steps.core import config, storage
+from steps import monitor
+from steps.monitoring.inputs import MonitorInputError, comparable_columns, contract_violations
 from tests.fixtures_data import synthetic_encounters
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import config, split, storage
+from steps.core import config, storage
+from steps import split
 
 SPLIT_SHARES = {"initial_train": 0.70, "initial_validation": 0.15, "initial_test": 0.15}
 

@@ -21,7 +21,7 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from steps.config import PROJECT_ROOT
+from steps.core.config import PROJECT_ROOT
 
 CHECKOV = PROJECT_ROOT / ".venv" / "checkov" / "bin" / "checkov"
 STATIC_TARGETS = ["terraform", "k8s", "docker", "docker-compose.yml"]

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from steps.config import PROJECT_ROOT
+from steps.core.config import PROJECT_ROOT
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 KIND_OVERLAY = PROJECT_ROOT / "docker" / "compose.kind.yml"

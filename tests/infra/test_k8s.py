@@ -16,7 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from steps import config, deploy
+from steps import deploy
+from steps.core import config
 
 K8S_DIR = config.PROJECT_ROOT / "k8s"
 MANIFESTS = ("namespace.yaml", "deployment.yaml", "service.yaml", "networkpolicy.yaml")

@@ -19,7 +19,7 @@ import hcl2
 import pytest
 from hcl2.utils import SerializationOptions
 
-from steps.config import PROJECT_ROOT
+from steps.core.config import PROJECT_ROOT
 
 TERRAFORM_DIR = PROJECT_ROOT / "terraform"
 TF_FILES = sorted(TERRAFORM_DIR.glob("*.tf"))

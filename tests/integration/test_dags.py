@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pytest
 
 from custom_pyfunc import columns
-from steps import config, loop, storage
+from steps.core import config, storage
+from steps.monitoring import loop
 from tests.fixtures_airflow import DagRunResult
 
 TRAINING_DAG = "health_predict_training_hpo"

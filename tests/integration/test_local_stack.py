@@ -24,8 +24,9 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from steps import config, register, train
-from steps.config import PROJECT_ROOT
+from steps import register, train
+from steps.core import config
+from steps.core.config import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "scripts" / "local_stack.sh"
 SERVICES = ("mlflow", "airflow")

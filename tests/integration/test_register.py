@@ -23,7 +23,9 @@ from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from custom_pyfunc import columns
-from steps import config, gate, register
+from steps import register
+from steps.core import config
+from steps.evaluation import gate
 
 MODEL_CODE = Path(__file__).with_name("score_rule_model.py")
 # Rule models: STRONG is the model that generated the labels, WEAK sees one of its two signals,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import evaluate
+from steps.evaluation import evaluate
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -53,8 +53,8 @@ def test_write_evaluation_produces_metrics_plots_and_subgroups(tmp_path):
     frame = synthetic_encounters(200, seed=6)
     labels = columns.make_label(frame).to_numpy()
     scores = np.random.default_rng(1).uniform(0, 1, len(frame))
-    metrics = evaluate.write_evaluation(frame, labels, scores, 0.5, tmp_path, "random scores")
-    assert 0.3 < metrics["roc_auc"] < 0.7
+    written = evaluate.write_evaluation(frame, labels, scores, 0.5, tmp_path, "random scores")
+    assert 0.3 < written["roc_auc"] < 0.7
     for name in (
         "metrics.json",
         "subgroups.csv",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from steps import gate
+from steps.evaluation import gate
 
 N_ROWS = 4000
 

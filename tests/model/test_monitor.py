@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import config, monitor, storage
-from steps.drift_decision import DRIFT_DETECTED, NO_DRIFT
+from steps import monitor
+from steps.core import config, storage
+from steps.monitoring.decision import DRIFT_DETECTED, NO_DRIFT
 
 BATCH_ROWS = 2500
 

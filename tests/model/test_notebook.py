@@ -9,7 +9,7 @@ import sys
 import jupytext
 import pytest
 
-from steps import config
+from steps.core import config
 
 NOTEBOOK = config.PROJECT_ROOT / "notebooks" / "01_eda_baseline.py"
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns, features, model
-from steps import evaluate, train
+from steps import train
+from steps.evaluation import evaluate
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -32,7 +33,7 @@ def synthetic_predictor():
 
 @pytest.fixture(scope="module")
 def logged_model_uri(synthetic_predictor) -> str:
-    from steps import config
+    from steps.core import config
 
     config.ensure_experiment("HealthPredict_Tests")
     with mlflow.start_run():

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import config, storage, train
+from steps import train
+from steps.core import config, storage
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
 from custom_pyfunc import columns, features
-from steps import config, storage
-from steps.drift_inputs import EncounterTable, MonitorInputError
+from steps.core import config, storage
+from steps.monitoring.inputs import EncounterTable, MonitorInputError
 
 SCORE_COLUMNS = ("prediction", "probability_score")
 # The served model refuses larger requests (custom_pyfunc.validation.DEFAULT_MAX_BATCH_ROWS).

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from custom_pyfunc import columns, features
-from steps import storage
+from steps.core import storage
 
 
 class MonitorInputError(ValueError):

@@ -173,7 +173,7 @@ def evaluate_model(model_uri: str, data_uri: str, target: str = "30d") -> dict[s
     """Metrics of a logged pyfunc on a labelled raw-format CSV (death/hospice rows excluded)."""
     import mlflow
 
-    from steps import config, storage
+    from steps.core import config, storage
 
     config.configure_mlflow()
     frame, y_true = labelled_rows(columns.read_encounters_csv(storage.read_bytes(data_uri)), target)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 UCI_DATASET_URL = (
     "https://archive.ics.uci.edu/static/public/296/"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from steps.gate import GateDecision, Interval, roc_auc
+from steps.evaluation.gate import GateDecision, Interval, roc_auc
 
 DESCRIPTION_LIMIT = 5000  # characters the registry stores in a version description
 

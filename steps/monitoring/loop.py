@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT, MLFLOW_RUN_NAME
 
 from custom_pyfunc import columns
-from steps import config, storage
+from steps.core import config, storage
 
 ENTRY_POINT_EXPERIMENTS = {
     "ingest": config.DATA_EXPERIMENT,

@@ -1,0 +1,1 @@
+"""Project-wide plumbing: configuration, storage, tracking helpers."""

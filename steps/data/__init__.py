@@ -1,0 +1,1 @@
+"""The raw dataset's contract."""

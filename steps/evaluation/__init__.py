@@ -1,0 +1,1 @@
+"""Model evaluation: metrics, the champion/challenger gate and the model card."""

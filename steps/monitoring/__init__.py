@@ -1,0 +1,1 @@
+"""Drift monitoring: inputs, scoring, Evidently reports, the decision rule and the loop."""
