@@ -6,12 +6,18 @@ SQLite MLflow store) and in the cloud (S3 data store, a remote tracking server) 
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 from pathlib import Path
 
 import mlflow
+import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RESOLVED_PREFIX = "resolved."
+
+logger = logging.getLogger("health_predict.config")
 
 UCI_DATASET_URL = (
     "https://archive.ics.uci.edu/static/public/296/"
@@ -82,39 +88,101 @@ def ensure_experiment(name: str) -> str:
     """Create the experiment if needed (artifacts under ``artifact_root()``) and make it active.
 
     Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and MLflow refuses to resume
-    it from another experiment, so its own experiment is made active instead; pass
-    ``--experiment-name`` to ``mlflow run`` to choose it.
+    it from another experiment, so its own experiment is made active instead; when that is not
+    ``name`` (``mlflow run`` without ``--experiment-name`` files runs under ``Default``), a
+    warning says where the run went and how to file it under ``name``. Other stages find it by
+    its tags either way (``steps.core.tracking``).
     """
     configure_mlflow()
     client = mlflow.MlflowClient()
     if os.environ.get("MLFLOW_RUN_ID"):
         experiment_id = client.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+        actual = client.get_experiment(experiment_id).name
+        if actual != name:
+            logger.warning(
+                "run %s is filed under experiment '%s', not '%s' (mlflow run chose it); "
+                "add --experiment-name %s to file it there",
+                os.environ["MLFLOW_RUN_ID"],
+                actual,
+                name,
+                name,
+            )
         mlflow.set_experiment(experiment_id=experiment_id)
         return experiment_id
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        # A tracking server that proxies artifacts chooses the location itself.
-        location = None if tracking_uri().startswith("http") else f"{artifact_root()}/{name}"
-        experiment_id = client.create_experiment(name, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
+    experiment_id = experiment_id_of(name)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
 
-def log_resolved_params(params: dict[str, object]) -> None:
-    """Log ``params`` on the active run, keeping what ``mlflow run`` already logged.
+def experiment_id_of(name: str) -> str:
+    """The id of experiment ``name``, created (artifacts under ``artifact_root()``) if needed."""
+    configure_mlflow()
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # A tracking server that proxies artifacts chooses the location itself.
+    location = None if tracking_uri().startswith("http") else f"{artifact_root()}/{name}"
+    return client.create_experiment(name, artifact_location=location)
 
-    ``mlflow run`` logs the entry point's parameters as given (often an empty "use the default"),
-    and MLflow params are immutable: a resolved value that differs is logged as ``<key>_resolved``.
+
+def log_resolved_params(params: dict[str, object]) -> None:
+    """Log the values a stage resolved (defaults filled in) as ``resolved.<key>`` params.
+
+    ``mlflow run`` logs the entry point's parameters as given (often an empty "use the default")
+    and MLflow params are immutable, so resolved values never reuse those keys.
     """
-    run_id = mlflow.active_run().info.run_id
-    existing = mlflow.MlflowClient().get_run(run_id).data.params
-    fresh: dict[str, object] = {}
-    for key, value in params.items():
-        if key not in existing:
-            fresh[key] = value
-        elif existing[key] != str(value):
-            fresh[f"{key}_resolved"] = value
-    if fresh:
-        mlflow.log_params(fresh)
+    mlflow.log_params({f"{RESOLVED_PREFIX}{key}": value for key, value in params.items()})
+
+
+def project_defaults(entry_point: str) -> dict[str, object]:
+    """The parameters MLproject declares for ``entry_point`` and their defaults (None: required)."""
+    spec = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
+    parameters = spec["entry_points"][entry_point].get("parameters", {})
+    return {
+        name: (p.get("default") if isinstance(p, dict) else p) for name, p in parameters.items()
+    }
+
+
+def _whole_number(text: str) -> int:
+    """An integer option given as ``8`` or ``8.0`` (MLproject float parameters); not ``8.5``."""
+    value = float(text)
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text}")
+    return int(value)
+
+
+def entry_point_parser(
+    entry_point: str, description: str, help_texts: dict[str, str]
+) -> argparse.ArgumentParser:
+    """A parser with one ``--<name>`` option per MLproject parameter of ``entry_point``.
+
+    Defaults come from MLproject (the one place they are declared); whole-number defaults parse
+    as int, other numbers as float, the rest as text. ``help_texts`` must describe every
+    parameter; an empty string default means "resolved at run time", as the help text says.
+    """
+    defaults = project_defaults(entry_point)
+    undocumented = sorted(set(defaults) - set(help_texts))
+    if undocumented:
+        raise ValueError(f"{entry_point}: no help text for {undocumented}")
+    parser = argparse.ArgumentParser(
+        prog=f"python -m steps.{entry_point}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for name, default in defaults.items():
+        if isinstance(default, bool) or default is None or isinstance(default, str):
+            kind = str
+        elif float(default).is_integer():
+            kind, default = _whole_number, int(default)
+        else:
+            kind = float
+        shown = "required" if default is None else f"default: {default!r}"
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=default,
+            required=default is None,
+            help=f"{help_texts[name]} ({shown})",
+        )
+    return parser
