@@ -321,6 +321,66 @@ def promote(client: MlflowClient, version: str, champion: str | None) -> bool:
     return True
 
 
+def _evaluation_target(client: MlflowClient, source: Run, train_run_id: str) -> str:
+    """The label definition the source model was trained on (``30d`` when none was logged)."""
+    training_params = client.get_run(train_run_id).data.params
+    return source.data.params.get("target") or training_params.get("target", "30d")
+
+
+def _score_models(
+    version: str, champion: str | None, frame: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Challenger probability and prediction, and champion probability (None without one)."""
+    probability, prediction = predict(f"models:/{config.MODEL_NAME}/{version}", frame)
+    champion_probability = None
+    if champion is not None:
+        champion_probability, _ = predict(f"models:/{config.MODEL_NAME}/{champion}", frame)
+    return probability, prediction, champion_probability
+
+
+def _log_model_card(client: MlflowClient, facts: model_card.ModelCardFacts, version: str) -> None:
+    """Log the card and its tables on the registry run, copy it to the source run, and make it
+    the version's description."""
+    with tempfile.TemporaryDirectory() as folder:
+        card_path = Path(folder) / "model_card.md"
+        card_path.write_text(model_card.render(facts), encoding="utf-8")
+        mlflow.log_artifact(str(card_path))
+        client.log_artifact(facts.source_run_id, str(card_path))
+    mlflow.log_text(facts.subgroups.to_csv(index=False), "evaluation/subgroups.csv")
+    mlflow.log_text(facts.calibration.to_csv(index=False), "evaluation/calibration.csv")
+    card_uri = mlflow.get_artifact_uri("model_card.md")
+    description = model_card.registry_description(facts, card_uri)
+    client.update_model_version(config.MODEL_NAME, version, description=description)
+
+
+def _log_gate_metrics(facts: model_card.ModelCardFacts) -> None:
+    """The gate's numbers as metrics of the registry run."""
+    decision = facts.decision
+    comparison = decision.comparison
+    difference = (
+        {
+            "champion_roc_auc": comparison.champion.estimate,
+            "auc_difference": comparison.difference.estimate,
+            "auc_difference_ci_low": comparison.difference.low,
+            "auc_difference_ci_high": comparison.difference.high,
+        }
+        if comparison.difference
+        else {}
+    )
+    mlflow.log_metrics(
+        {
+            "challenger_roc_auc": comparison.challenger.estimate,
+            "challenger_roc_auc_ci_low": comparison.challenger.low,
+            "challenger_roc_auc_ci_high": comparison.challenger.high,
+            **difference,
+            "subgroup_recall_gap": decision.subgroup_recall_gap,
+            "expected_calibration_error": facts.expected_calibration_error,
+            **{f"eval_{name}": interval.estimate for name, interval in facts.metrics.items()},
+            "eval_rows": facts.evaluation.rows,
+        }
+    )
+
+
 def _judge_and_record(
     client: MlflowClient,
     version: str,
@@ -333,24 +393,17 @@ def _judge_and_record(
     """Evaluate challenger ``version`` vs champion, log the evidence and model card, tag it."""
     champion = alias_version(client, config.CHAMPION_ALIAS)
     comparison_champion = champion if champion != version else None
-    target = source.data.params.get("target") or client.get_run(train_run_id).data.params.get(
-        "target", "30d"
+    evaluation = load_evaluation_data(
+        eval_data_uri, _evaluation_target(client, source, train_run_id)
     )
-    evaluation = load_evaluation_data(eval_data_uri, target)
     if evaluation.summary.rows == 0:
         raise RegistrationError(f"no label-eligible rows in {eval_data_uri}")
-    challenger_uri = f"models:/{config.MODEL_NAME}/{version}"
-    probability, prediction = predict(challenger_uri, evaluation.frame)
-    champion_probability = None
-    if comparison_champion is not None:
-        champion_uri = f"models:/{config.MODEL_NAME}/{comparison_champion}"
-        champion_probability, _ = predict(champion_uri, evaluation.frame)
-    groups = gate.subgroups_of(evaluation.frame)
     labels = evaluation.labels
-    decision = gate.judge(labels, probability, prediction, groups, champion_probability, policy)
-    metrics = gate.bootstrap_metrics(
-        labels, probability, prediction, policy.n_bootstrap, policy.seed, policy.confidence
+    probability, prediction, champion_probability = _score_models(
+        version, comparison_champion, evaluation.frame
     )
+    groups = gate.subgroups_of(evaluation.frame)
+    decision = gate.judge(labels, probability, prediction, groups, champion_probability, policy)
     calibration = model_card.calibration_table(labels, probability)
     facts = model_card.ModelCardFacts(
         model_name=config.MODEL_NAME,
@@ -364,45 +417,16 @@ def _judge_and_record(
         evaluation=evaluation.summary,
         decision=decision,
         champion_version=comparison_champion,
-        metrics=metrics,
+        metrics=gate.bootstrap_metrics(
+            labels, probability, prediction, policy.n_bootstrap, policy.seed, policy.confidence
+        ),
         subgroups=model_card.subgroup_table(decision, labels, probability, groups),
         calibration=calibration,
         expected_calibration_error=model_card.expected_calibration_error(calibration),
         registry_run_id=registry_run_id,
     )
-    card = model_card.render(facts)
-    with tempfile.TemporaryDirectory() as folder:
-        card_path = Path(folder) / "model_card.md"
-        card_path.write_text(card, encoding="utf-8")
-        mlflow.log_artifact(str(card_path))
-        client.log_artifact(source.info.run_id, str(card_path))
-    mlflow.log_text(facts.subgroups.to_csv(index=False), "evaluation/subgroups.csv")
-    mlflow.log_text(calibration.to_csv(index=False), "evaluation/calibration.csv")
-    comparison = decision.comparison
-    mlflow.log_metrics(
-        {
-            "challenger_roc_auc": comparison.challenger.estimate,
-            "challenger_roc_auc_ci_low": comparison.challenger.low,
-            "challenger_roc_auc_ci_high": comparison.challenger.high,
-            **(
-                {
-                    "champion_roc_auc": comparison.champion.estimate,
-                    "auc_difference": comparison.difference.estimate,
-                    "auc_difference_ci_low": comparison.difference.low,
-                    "auc_difference_ci_high": comparison.difference.high,
-                }
-                if comparison.difference
-                else {}
-            ),
-            "subgroup_recall_gap": decision.subgroup_recall_gap,
-            "expected_calibration_error": facts.expected_calibration_error,
-            **{f"eval_{name}": interval.estimate for name, interval in metrics.items()},
-            "eval_rows": evaluation.summary.rows,
-        }
-    )
-    card_uri = mlflow.get_artifact_uri("model_card.md")
-    description = model_card.registry_description(facts, card_uri)
-    client.update_model_version(config.MODEL_NAME, version, description=description)
+    _log_model_card(client, facts, version)
+    _log_gate_metrics(facts)
     tags = decision_tags(
         decision, evaluation.summary, eval_data_uri, comparison_champion, registry_run_id
     )
@@ -421,6 +445,69 @@ def _start_registry_run(name: str) -> mlflow.ActiveRun:
     return mlflow.start_run(run_name=name)
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """A version's gate outcome: judged now, or read back from its decision tags."""
+
+    promoted: bool
+    reason: str
+    action: str
+    judged_against: str | None
+
+
+def _log_registry_inputs(
+    train_run_id: str, source: Run, policy: gate.GatePolicy, eval_data_uri: str
+) -> None:
+    """Tag the registry run with what it registers and log the gate policy."""
+    mlflow.set_tags(
+        {
+            "health_predict.step": "register",
+            TRAINING_RUN_TAG: train_run_id,
+            SOURCE_RUN_TAG: source.info.run_id,
+            "eval_data_uri": eval_data_uri,
+        }
+    )
+    # Prefixed: `mlflow run` already logs the entry point's own parameters on this run.
+    mlflow.log_params({f"gate.{name}": value for name, value in asdict(policy).items()})
+
+
+def _recorded_outcome(version_tags: dict[str, str]) -> _Outcome:
+    """The finished decision stored in a version's tags."""
+    judged = version_tags.get(JUDGED_AGAINST_TAG, NO_VERSION)
+    return _Outcome(
+        promoted=version_tags[PROMOTED_TAG] == "true",
+        reason=version_tags.get("reason", ""),
+        action="already-decided",
+        judged_against=None if judged == NO_VERSION else judged,
+    )
+
+
+def _interrupted_promotion(
+    outcome: _Outcome, champion_before: str | None, version_tags: dict[str, str]
+) -> bool:
+    """A recorded promotion whose aliases never moved, with the champion it was judged against
+    still in place and the version never rolled back."""
+    return (
+        outcome.promoted
+        and outcome.action == "already-decided"
+        and champion_before == outcome.judged_against
+        and version_tags.get(ROLLED_BACK_TAG) != "true"
+    )
+
+
+def _record_result(result: RegistrationDecision) -> None:
+    """Tag the registry run with the outcome and log it as ``registration_decision.json``."""
+    mlflow.set_tags(
+        {
+            "action": result.action,
+            "promoted": str(result.promoted).lower(),
+            "champion_changed": str(result.champion_changed).lower(),
+            "champion_version": result.champion_version or NO_VERSION,
+        }
+    )
+    mlflow.log_dict(asdict(result), "registration_decision.json")
+
+
 def register(
     train_run_id: str | None = None,
     eval_data_uri: str | None = None,
@@ -434,47 +521,29 @@ def register(
     source = best_family_run(family_best_runs(client, train_run_id))
     with _start_registry_run(f"register-{source.info.run_id[:8]}") as run:
         registry_run_id = run.info.run_id
-        mlflow.set_tags(
-            {
-                "health_predict.step": "register",
-                TRAINING_RUN_TAG: train_run_id,
-                SOURCE_RUN_TAG: source.info.run_id,
-            }
-        )
-        # Prefixed: `mlflow run` already logs the entry point's own parameters on this run.
-        mlflow.log_params({f"gate.{name}": value for name, value in asdict(policy).items()})
-        mlflow.set_tag("eval_data_uri", eval_data_uri)
+        _log_registry_inputs(train_run_id, source, policy, eval_data_uri)
         registered = register_version(client, source, train_run_id)
         version, version_tags = str(registered.version), registered.tags
         mlflow.set_tag("model_version", version)
         champion_before = alias_version(client, config.CHAMPION_ALIAS)
-        if PROMOTED_TAG not in version_tags:
+        if PROMOTED_TAG in version_tags:
+            outcome = _recorded_outcome(version_tags)
+        else:
             client.set_registered_model_alias(config.MODEL_NAME, config.CHALLENGER_ALIAS, version)
             decision = _judge_and_record(
                 client, version, source, train_run_id, eval_data_uri, policy, registry_run_id
             )
-            promoted, reason, action = decision.promote, decision.reason, "judged"
-            judged_against = None
-        else:
-            promoted = version_tags[PROMOTED_TAG] == "true"
-            reason, action = version_tags.get("reason", ""), "already-decided"
-            judged = version_tags.get(JUDGED_AGAINST_TAG, NO_VERSION)
-            judged_against = None if judged == NO_VERSION else judged
-        interrupted = (
-            promoted
-            and action == "already-decided"
-            and champion_before == judged_against
-            and version_tags.get(ROLLED_BACK_TAG) != "true"
-        )
-        champion_changed = False
-        if (action == "judged" and promoted) or interrupted:
+            outcome = _Outcome(decision.promote, decision.reason, "judged", None)
+        interrupted = _interrupted_promotion(outcome, champion_before, version_tags)
+        champion_changed, action = False, outcome.action
+        if (action == "judged" and outcome.promoted) or interrupted:
             champion_changed = promote(client, version, champion_before)
             if interrupted and champion_changed:
                 action = "repaired"
         result = RegistrationDecision(
             version=version,
-            promoted=promoted,
-            reason=reason,
+            promoted=outcome.promoted,
+            reason=outcome.reason,
             action=action,
             champion_version=alias_version(client, config.CHAMPION_ALIAS),
             previous_champion_version=alias_version(client, config.PREVIOUS_CHAMPION_ALIAS),
@@ -483,15 +552,7 @@ def register(
             train_run_id=train_run_id,
             registry_run_id=registry_run_id,
         )
-        mlflow.set_tags(
-            {
-                "action": action,
-                "promoted": str(promoted).lower(),
-                "champion_changed": str(champion_changed).lower(),
-                "champion_version": result.champion_version or NO_VERSION,
-            }
-        )
-        mlflow.log_dict(asdict(result), "registration_decision.json")
+        _record_result(result)
     return result
 
 

@@ -440,6 +440,72 @@ def log_family_best(
         return run.info.run_id, metrics["val_roc_auc"]
 
 
+def parse_families(families: str | list[str]) -> list[str]:
+    """The family names of a comma-separated string or list; unknown or none is a ValueError."""
+    family_list = families.split(",") if isinstance(families, str) else list(families)
+    family_list = [f.strip() for f in family_list if f.strip()]
+    unknown = sorted(set(family_list) - set(FAMILIES))
+    if unknown or not family_list:
+        raise ValueError(f"unknown model families {unknown}: choose from {', '.join(FAMILIES)}")
+    return family_list
+
+
+def log_search_summary(outcome: SearchOutcome) -> None:
+    """Log how long the HPO took and how busy it kept the CPUs on the active run."""
+    mlflow.log_metrics(
+        {
+            "hpo_wall_s": outcome.wall_s,
+            "hpo_cpus": outcome.cpus,
+            "hpo_trial_time_s": sum(t["metrics"].get("train_time_s", 0) for t in outcome.trials),
+            "hpo_efficiency": outcome.efficiency,
+            "hpo_trials": len(outcome.trials),
+        }
+    )
+
+
+def record_family_search(
+    outcome: SearchOutcome, family: str, experiment_id: str
+) -> dict[str, Any] | None:
+    """Log ``family``'s trials under one family run; return its best config (None if none ended)."""
+    finished = [
+        t for t in outcome.trials
+        if t["config"]["family"] == family and "val_roc_auc" in t["metrics"]
+    ]  # fmt: skip
+    with mlflow.start_run(
+        run_name=f"{family}-search",
+        nested=True,
+        tags={ROLE_TAG: "family_parent", FAMILY_TAG: family},
+    ) as family_run:
+        log_trials(outcome, family, family_run.info.run_id, experiment_id)
+        if not finished:
+            logger.warning("%s: no trial finished within the time budget", family)
+            return None
+        best = max(finished, key=lambda t: t["metrics"]["val_roc_auc"])
+        mlflow.log_params(best["config"][family])
+        mlflow.log_metrics(
+            {"best_val_roc_auc": best["metrics"]["val_roc_auc"], "trials": len(finished)}
+        )
+    return best["config"][family]
+
+
+def log_best_models(
+    best_by_family: dict[str, dict[str, Any]], data: TrainingData, seed: int, target: str
+) -> str:
+    """Fit and log each family's best config; tag the run with the best family; return it."""
+    if not best_by_family:
+        raise RuntimeError("no trial finished: raise time_budget_s")
+    scores = {
+        family: log_family_best(family, params, data, seed, target)
+        for family, params in best_by_family.items()
+    }
+    best_family = max(scores, key=lambda f: scores[f][1])
+    mlflow.set_tags(
+        {"health_predict.best_family": best_family,
+         "health_predict.best_run_id": scores[best_family][0]}
+    )  # fmt: skip
+    return best_family
+
+
 def train(
     data_uri: str = "",
     families: str | list[str] = FAMILIES,
@@ -451,13 +517,7 @@ def train(
     extra_train_uri: str = "",
 ) -> str:
     """Run HPO, log every trial and each family's best pyfunc; return the training run id."""
-    family_list = (
-        [f.strip() for f in families.split(",")] if isinstance(families, str) else families
-    )
-    family_list = [f for f in family_list if f]
-    unknown = sorted(set(family_list) - set(FAMILIES))
-    if unknown or not family_list:
-        raise ValueError(f"unknown model families {unknown}: choose from {', '.join(FAMILIES)}")
+    family_list = parse_families(families)
     data = load_training_data(data_uri, target, extra_train_uri)
     experiment_id = config.ensure_experiment(config.TRAINING_EXPERIMENT)
     with mlflow.start_run(tags={ROLE_TAG: "training"}) as parent:
@@ -479,49 +539,13 @@ def train(
         outcome = run_search(
             matrices, family_list, trials_per_family, time_budget_s, seed, ray_address
         )
-        mlflow.log_metrics(
-            {
-                "hpo_wall_s": outcome.wall_s,
-                "hpo_cpus": outcome.cpus,
-                "hpo_trial_time_s": sum(
-                    t["metrics"].get("train_time_s", 0) for t in outcome.trials
-                ),
-                "hpo_efficiency": outcome.efficiency,
-                "hpo_trials": len(outcome.trials),
-            }
-        )
-        best_by_family = {}
-        for family in family_list:
-            finished = [
-                t for t in outcome.trials
-                if t["config"]["family"] == family and "val_roc_auc" in t["metrics"]
-            ]  # fmt: skip
-            with mlflow.start_run(
-                run_name=f"{family}-search",
-                nested=True,
-                tags={ROLE_TAG: "family_parent", FAMILY_TAG: family},
-            ) as family_run:
-                log_trials(outcome, family, family_run.info.run_id, experiment_id)
-                if not finished:
-                    logger.warning("%s: no trial finished within the time budget", family)
-                    continue
-                best = max(finished, key=lambda t: t["metrics"]["val_roc_auc"])
-                mlflow.log_params(best["config"][family])
-                mlflow.log_metrics(
-                    {"best_val_roc_auc": best["metrics"]["val_roc_auc"], "trials": len(finished)}
-                )
-            best_by_family[family] = best["config"][family]
-        if not best_by_family:
-            raise RuntimeError("no trial finished: raise time_budget_s")
-        scores = {
-            family: log_family_best(family, params, data, seed, target)
-            for family, params in best_by_family.items()
+        log_search_summary(outcome)
+        best_by_family = {
+            family: best
+            for family in family_list
+            if (best := record_family_search(outcome, family, experiment_id)) is not None
         }
-        best_family = max(scores, key=lambda f: scores[f][1])
-        mlflow.set_tags(
-            {"health_predict.best_family": best_family,
-             "health_predict.best_run_id": scores[best_family][0]}
-        )  # fmt: skip
+        best_family = log_best_models(best_by_family, data, seed, target)
         logger.info(
             "HPO: %d trials, efficiency %.2f; best family %s",
             len(outcome.trials), outcome.efficiency, best_family,
