@@ -18,7 +18,7 @@ from mlflow.models import ModelSignature, set_model
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, DataType, Schema
 
-from custom_pyfunc import columns, validation
+from custom_pyfunc import columns, serving, validation
 from custom_pyfunc.predictor import ReadmissionPredictor
 
 PREDICTOR_ARTIFACT = "predictor"
@@ -34,7 +34,7 @@ class ReadmissionModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self._predictor: ReadmissionPredictor = joblib.load(context.artifacts[PREDICTOR_ARTIFACT])
-        validation.install_scoring_server_guards()
+        serving.install()
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         frame = validation.validate_model_input(model_input)

@@ -11,9 +11,7 @@ even when the server tries to prepend the input to it.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import numpy as np
 import pandas as pd
@@ -232,56 +230,3 @@ def validate_model_input(frame: pd.DataFrame) -> pd.DataFrame:
     if problems:
         raise InvalidModelInput(problems)
     return selected.assign(**coerced) if coerced else selected
-
-
-def install_scoring_server_guards() -> None:
-    """Stop MLflow's scoring server echoing request bodies or failing on a missing Content-Type.
-
-    MLflow 3.17.2 answers malformed JSON with an error body that quotes the whole request (patient
-    values included) and a request without Content-Type with a bare 500. Inside a scoring-server
-    process (and only there) this wraps the two module functions so that malformed JSON gets a 400
-    naming the position of the syntax error and a missing Content-Type gets a 415. Call it from the
-    model's ``load_context``; it is idempotent.
-    """
-    if "mlflow.pyfunc.scoring_server.app" not in sys.modules:
-        return
-    from mlflow.pyfunc import scoring_server
-    from mlflow.utils.proto_json_utils import MlflowInvalidInputException
-
-    if getattr(scoring_server, "_health_predict_guarded", False):
-        return
-    decode_json_input = scoring_server._decode_json_input
-    invocations = scoring_server.invocations
-
-    def decode_without_echo(json_input):
-        try:
-            return decode_json_input(json_input)
-        except MlflowInvalidInputException as error:
-            cause = error.__cause__
-            if isinstance(cause, json.JSONDecodeError):
-                where = f" at line {cause.lineno}, column {cause.colno}"
-            elif isinstance(cause, UnicodeDecodeError):
-                where = ": the body is not UTF-8"
-            else:
-                raise
-            raise MlflowInvalidInputException(
-                f"The request body is not valid JSON{where}."
-            ) from None
-
-    def invocations_requiring_content_type(data, content_type, model, input_schema):
-        if not content_type:
-            return scoring_server.InvocationsResponse(
-                response=json.dumps(
-                    {
-                        "error_code": "UNSUPPORTED_MEDIA_TYPE",
-                        "message": "Missing Content-Type header: send application/json.",
-                    }
-                ),
-                status=415,
-                mimetype="application/json",
-            )
-        return invocations(data, content_type, model, input_schema)
-
-    scoring_server._decode_json_input = decode_without_echo
-    scoring_server.invocations = invocations_requiring_content_type
-    scoring_server._health_predict_guarded = True

@@ -3,12 +3,15 @@
 ``serve_model`` runs ``mlflow models serve --env-manager local`` (no hand-written web API) as its
 own process group, waits until ``/ping`` answers, yields the base URL and stops the whole group on
 exit. Used by the API tests, ``main``, the ``deploy`` step's ``local`` target and the benchmark.
+Run as ``python -m steps.serve`` it serves until stopped: Ctrl-C, SIGTERM or SIGHUP stop the
+server first, and a SIGKILL takes the server down with it (Linux parent-death signal).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -23,6 +26,8 @@ from pathlib import Path
 import requests
 
 from steps.core import config
+
+_PR_SET_PDEATHSIG = 1
 
 
 class ServingError(RuntimeError):
@@ -48,6 +53,12 @@ def _stop(process: subprocess.Popen, grace_s: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: receive SIGTERM when the parent dies, however it dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_until_ready(process: subprocess.Popen, base_url: str, log_path: Path, timeout_s: float):
@@ -98,7 +109,12 @@ def serve_model(
         log_path = Path(tempfile.mkstemp(prefix="scoring-server-", suffix=".log")[1])
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent,
         )
     try:
         _wait_until_ready(process, base_url, log_path, startup_timeout_s)
@@ -141,16 +157,29 @@ def serving_input_example(model_uri: str) -> dict:
     return json.loads(example.read_text())
 
 
+def _exit_on_signal(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Serve a model until interrupted (Ctrl-C), after a smoke test with its input example."""
+    """Serve a model until stopped (Ctrl-C, SIGTERM, SIGHUP), after a smoke test with its input
+    example; the server is stopped whichever way this process ends."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-uri", default="")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--model-uri",
+        default=f"models:/{config.MODEL_NAME}@{config.CHAMPION_ALIAS}",
+        help="model to serve (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="scoring-server workers (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
-    model_uri = args.model_uri or f"models:/{config.MODEL_NAME}@{config.CHAMPION_ALIAS}"
+    model_uri = args.model_uri
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
     with serve_model(model_uri, workers=args.workers) as base_url:
         print(json.dumps(smoke_test(base_url, serving_input_example(model_uri))))
-        print(f"serving {model_uri} at {base_url} (Ctrl-C to stop)", flush=True)
+        print(f"serving {model_uri} at {base_url} (Ctrl-C or SIGTERM to stop)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
 

@@ -73,10 +73,11 @@ def latest_training_run_id() -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def alias_version(alias: str, name: str = config.MODEL_NAME) -> str | None:
-    """The registry version (as a string) ``alias`` of model ``name`` points at, or None."""
+def alias_version(alias: str, name: str | None = None) -> str | None:
+    """The registry version (as a string) ``alias`` of model ``name`` (default
+    ``config.MODEL_NAME``, read at call time) points at, or None."""
     try:
-        return str(_client().get_model_version_by_alias(name, alias).version)
+        return str(_client().get_model_version_by_alias(name or config.MODEL_NAME, alias).version)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None

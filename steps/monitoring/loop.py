@@ -334,21 +334,44 @@ def run_registration(
     run_key: str | None = None,
     data_uri: str | None = None,
 ) -> TrainingOutcome:
-    """Run the ``register`` gate for a training run; returns the aliases before and after.
+    """Run the ``register`` gate for a training run; returns what it decided
+    (:func:`registration_outcome`).
 
     The gate judges on ``eval_data_uri``, by default ``initial_test`` of the data store.
     """
-    champion_before = champion_version()
     eval_data_uri = eval_data_uri or storage.join(_data_root(data_uri), config.INITIAL_TEST_KEY)
     parameters = {"train_run_id": train_run_id, "eval_data_uri": eval_data_uri}
     parameters.update(gate or {})
-    register_run_id = run_entry_point("register", parameters, run_key=run_key)
+    register_run_id = tracking.run_entry_point("register", parameters, run_key=run_key)
+    return registration_outcome(train_run_id, register_run_id)
+
+
+def registration_outcome(train_run_id: str, register_run_id: str) -> TrainingOutcome:
+    """The champion before and after a registration, read from its durable record.
+
+    The version the register run registered (its ``model_version`` tag) carries the decision:
+    ``promoted`` and the champion it was judged against. While that promoted version is still the
+    champion, the outcome is "champion changed from the judged-against version to it", whether the
+    aliases moved in this attempt or in one that died afterwards; so a retry deploys what was
+    promoted instead of comparing the alias with itself.
+    """
+    from steps import register
+
+    config.configure_mlflow()
+    client = mlflow.MlflowClient()
+    version = client.get_run(register_run_id).data.tags.get("model_version")
+    champion_before = champion_after = champion_version()
+    if version is not None and champion_after == version:
+        tags = client.get_model_version(config.MODEL_NAME, version).tags
+        if tags.get(register.PROMOTED_TAG) == "true":
+            judged_against = tags.get(register.JUDGED_AGAINST_TAG, register.NO_VERSION)
+            champion_before = None if judged_against == register.NO_VERSION else judged_against
     return TrainingOutcome(
         train_run_id=train_run_id,
         register_run_id=register_run_id,
-        challenger_version=alias_version(config.CHALLENGER_ALIAS),
+        challenger_version=version,
         champion_before=champion_before,
-        champion_after=champion_version(),
+        champion_after=champion_after,
     )
 
 

@@ -1,0 +1,309 @@
+"""What MLflow's scoring server (3.17.2) exposes for this model, and the guards enforcing it.
+
+Exposed, in both launch modes (bare ``mlflow models serve`` and the image behind nginx):
+
+- ``GET /ping``, ``GET /health`` (200 once the model is loaded), ``GET /version`` (MLflow version);
+- ``POST /invocations`` with ``application/json`` holding exactly one of ``dataframe_records``
+  (a list of objects, one per encounter, each with every input column) or ``dataframe_split``
+  (``columns`` + ``data`` rows, an optional ``index`` as long as ``data``), or ``text/csv`` in the
+  raw file's format (header row; ``?`` or an empty cell is missing; read by
+  ``validation.read_csv_input``).
+
+Refused: every other path (404; FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json`` included) or
+method (405); the ``instances``/``inputs`` formats (400: they turn null into ``'None'`` and their
+errors quote the input); parquet and every other Content-Type (415); a body over
+:data:`DEFAULT_MAX_BODY_BYTES` (413, from the ``Content-Length`` header before the body is read).
+Every error names columns and problems, never a value, and nothing here logs a request body.
+
+MLflow's own ``invocations`` quotes the whole input in its errors, answers 500 to JSON nested
+too deeply or to a huge integer, has no body limit and builds ``dataframe_split`` frames as long as
+their ``index``; so :func:`install` (called by the model's ``load_context``, and only inside a
+scoring-server process) replaces it with :func:`invocations` and puts :class:`RequestGuard` in
+front of the app.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from custom_pyfunc import columns, validation
+
+MAX_BODY_BYTES_ENV = "HEALTH_PREDICT_MAX_BODY_BYTES"
+# 10,000 encounters (the default batch limit) with identifiers take about 10.1 MB as
+# dataframe_records, less as dataframe_split or CSV; 16 MiB leaves room for pretty-printed JSON.
+# docker/serving/nginx.conf caps bodies at the same size (client_max_body_size 16m).
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+ROUTES = {"/ping": {"GET", "HEAD"}, "/health": {"GET", "HEAD"}, "/version": {"GET", "HEAD"}}
+ROUTES["/invocations"] = {"POST"}
+JSON_FORMATS = ("dataframe_records", "dataframe_split")
+CONTENT_TYPES = ("application/json", "text/csv")
+
+_logger = logging.getLogger(__name__)
+_KNOWN = frozenset(columns.RAW_COLUMNS)
+
+
+class RefusedRequest(Exception):
+    """A request the server answers with ``status`` and a message holding no request value."""
+
+    def __init__(self, status: int, error_code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+    def body(self) -> str:
+        """The JSON error body, shaped like MLflow's own errors."""
+        return json.dumps({"error_code": self.error_code, "message": self.message})
+
+
+def _bad_request(message: str) -> RefusedRequest:
+    return RefusedRequest(400, "BAD_REQUEST", message)
+
+
+def max_body_bytes() -> int:
+    """Largest accepted request body: ``HEALTH_PREDICT_MAX_BODY_BYTES``, else 16 MiB."""
+    return int(os.environ.get(MAX_BODY_BYTES_ENV) or DEFAULT_MAX_BODY_BYTES)
+
+
+def _media_type(content_type: str | None) -> str:
+    """The media type of ``content_type``, refusing what the server does not read (415)."""
+    if not content_type:
+        raise RefusedRequest(
+            415, "UNSUPPORTED_MEDIA_TYPE", "Missing Content-Type header: send application/json."
+        )
+    media_type, *parameters = (part.strip().lower() for part in content_type.split(";"))
+    charset_ok = all(p in ("charset=utf-8", 'charset="utf-8"') for p in parameters if p)
+    if media_type not in CONTENT_TYPES or not charset_ok:
+        raise RefusedRequest(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Content-Type must be application/json or text/csv (UTF-8); "
+            "parquet and the other types MLflow knows are not served.",
+        )
+    return media_type
+
+
+def _load_json(data: bytes) -> Any:
+    """The decoded body; malformed, too deeply nested or unreadable numbers are a 400."""
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError:
+        raise _bad_request("The request body is not UTF-8.") from None
+    except json.JSONDecodeError as error:
+        raise _bad_request(
+            f"The request body is not valid JSON at line {error.lineno}, column {error.colno}."
+        ) from None
+    except RecursionError:
+        raise _bad_request("The request body is nested too deeply to be a table.") from None
+    except ValueError:  # an integer longer than Python's int_max_str_digits
+        raise _bad_request("The request body holds a number too long to read.") from None
+
+
+def _records_frame(records: Any) -> pd.DataFrame:
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise _bad_request("dataframe_records must be a list of objects, one per encounter.")
+    # A column absent from every record is reported by validation; from some records, here.
+    partly_absent = {
+        name: count
+        for name in columns.INPUT_COLUMNS
+        if 0 < (count := sum(1 for record in records if name not in record)) < len(records)
+    }
+    if partly_absent:
+        raise validation.InvalidModelInput(
+            [
+                f"column '{name}' is missing from {count} of {len(records)} records"
+                for name, count in partly_absent.items()
+            ]
+        )
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+
+
+def _split_frame(split: Any) -> pd.DataFrame:
+    if (
+        not isinstance(split, dict)
+        or "data" not in split
+        or set(split) - {"columns", "data", "index"}
+    ):
+        raise _bad_request(
+            "dataframe_split must be an object with 'columns', 'data' and optionally 'index'."
+        )
+    rows, names = split["data"], split.get("columns")
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise _bad_request("dataframe_split 'data' must be a list of rows (lists).")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise _bad_request("dataframe_split 'columns' must be a list of column names.")
+    if "index" in split and (
+        not isinstance(split["index"], list) or len(split["index"]) != len(rows)
+    ):
+        raise _bad_request(
+            f"dataframe_split 'index' must list one entry per row of 'data' ({len(rows)})."
+        )
+    if len(set(names)) != len(names):
+        repeated = sorted(
+            name for name, count in Counter(names).items() if count > 1 and name in _KNOWN
+        )
+        raise _bad_request(
+            f"dataframe_split 'columns' lists a name more than once (known columns: {repeated})."
+        )
+    ragged = sum(1 for row in rows if len(row) != len(names))
+    if ragged:
+        raise _bad_request(
+            f"dataframe_split: {ragged} of {len(rows)} rows do not have one value per column "
+            f"({len(names)})."
+        )
+    return pd.DataFrame(rows, columns=names)
+
+
+def _json_frame(data: bytes) -> pd.DataFrame:
+    body = _load_json(data)
+    keys = set(body) if isinstance(body, dict) else set()
+    formats = [key for key in JSON_FORMATS if key in keys]
+    if unsupported := sorted(keys & {"instances", "inputs"}):
+        raise _bad_request(
+            f"The '{unsupported[0]}' format is not served: send dataframe_records or "
+            "dataframe_split."
+        )
+    if len(formats) != 1:
+        raise _bad_request(
+            "The body must be a JSON object with exactly one of the input fields "
+            f"{list(JSON_FORMATS)}."
+        )
+    if formats[0] == "dataframe_records":
+        return _records_frame(body["dataframe_records"])
+    return _split_frame(body["dataframe_split"])
+
+
+def read_request(data: bytes, content_type: str | None) -> pd.DataFrame:
+    """The encounters of an ``/invocations`` body, validated; raises :class:`RefusedRequest` or
+    :class:`validation.InvalidModelInput` (both name problems, never values)."""
+    media_type = _media_type(content_type)
+    if media_type == "application/json":
+        frame = _json_frame(data)
+    else:
+        frame = validation.read_csv_input(io.BytesIO(data))
+    return validation.validate_model_input(frame)
+
+
+def invocations(data: bytes, content_type: str | None, model, input_schema=None):
+    """Replacement for ``mlflow.pyfunc.scoring_server.invocations`` (same arguments and result)."""
+    from mlflow.pyfunc import scoring_server
+
+    def answer(status: int, body: str) -> Any:
+        return scoring_server.InvocationsResponse(body, status, "application/json")
+
+    try:
+        predictions = model.predict(read_request(data, content_type))
+    except RefusedRequest as refused:
+        return answer(refused.status, refused.body())
+    except validation.InvalidModelInput as invalid:
+        return answer(
+            400, json.dumps({"error_code": invalid.error_code, "message": invalid.message})
+        )
+    except MlflowException as error:  # MLflow's schema enforcement: its message may quote input
+        _logger.warning("schema enforcement refused a request (%s)", type(error).__name__)
+        refused = _bad_request("The input does not match the model's signature.")
+        return answer(400, refused.body())
+    except Exception as error:  # a valid request the model failed on
+        _logger.error("the model failed on a validated request: %s", type(error).__name__)
+        failed = RefusedRequest(500, "INTERNAL_ERROR", "The model failed on a valid request.")
+        return answer(500, failed.body())
+    output = io.StringIO()
+    scoring_server.predictions_to_json(predictions, output)
+    return answer(200, output.getvalue())
+
+
+Send = Callable[[dict], Awaitable[None]]
+
+
+async def _respond(send: Send, refused: RefusedRequest) -> None:
+    body = refused.body().encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if refused.status == 413:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": refused.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """ASGI middleware: only :data:`ROUTES`, and ``/invocations`` bodies up to a size limit.
+
+    A ``Content-Length`` over the limit is refused (413) before any of the body is read; a body
+    without one is read up to the limit and refused as soon as it goes over.
+    """
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        methods = ROUTES.get(scope["path"])
+        if methods is None:
+            message = "Use /ping, /health, /version or POST /invocations."
+            return await _respond(send, RefusedRequest(404, "ENDPOINT_NOT_FOUND", message))
+        if scope["method"] not in methods:
+            message = f"{scope['path']} answers {' and '.join(sorted(methods))} only."
+            return await _respond(send, RefusedRequest(405, "METHOD_NOT_ALLOWED", message))
+        if scope["path"] != "/invocations":
+            return await self.app(scope, receive, send)
+        too_large = RefusedRequest(
+            413,
+            "REQUEST_TOO_LARGE",
+            f"The request body is larger than {self.max_body_bytes} bytes ({MAX_BODY_BYTES_ENV}).",
+        )
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await _respond(send, too_large)
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                return await _respond(send, too_large)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+def install() -> None:
+    """Inside a scoring-server process (and only there), route ``/invocations`` through
+    :func:`invocations` and put :class:`RequestGuard` in front of the app. Idempotent."""
+    if "mlflow.pyfunc.scoring_server.app" not in sys.modules:
+        return
+    from mlflow.pyfunc import scoring_server
+
+    if getattr(scoring_server, "_health_predict_guarded", False):
+        return
+    init = scoring_server.init
+
+    def guarded_init(model):
+        app = init(model)
+        app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes())
+        return app
+
+    scoring_server.invocations = invocations
+    scoring_server.init = guarded_init
+    scoring_server._health_predict_guarded = True
