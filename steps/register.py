@@ -38,7 +38,7 @@ from mlflow.exceptions import MlflowException
 
 from custom_pyfunc import columns
 from steps.core import config, storage
-from steps.evaluation import gate, model_card
+from steps.evaluation import evaluate, gate, model_card, subgroups
 
 ROLE_TAG = "health_predict.role"
 FAMILY_TAG = "health_predict.family"
@@ -346,7 +346,7 @@ def _log_model_card(client: MlflowClient, facts: model_card.ModelCardFacts, vers
         card_path.write_text(model_card.render(facts), encoding="utf-8")
         mlflow.log_artifact(str(card_path))
         client.log_artifact(facts.source_run_id, str(card_path))
-    mlflow.log_text(facts.subgroups.to_csv(index=False), "evaluation/subgroups.csv")
+    mlflow.log_text(facts.decision.subgroups.to_csv(index=False), "evaluation/subgroups.csv")
     mlflow.log_text(facts.calibration.to_csv(index=False), "evaluation/calibration.csv")
     card_uri = mlflow.get_artifact_uri("model_card.md")
     description = model_card.registry_description(facts, card_uri)
@@ -402,9 +402,9 @@ def _judge_and_record(
     probability, prediction, champion_probability = _score_models(
         version, comparison_champion, evaluation.frame
     )
-    groups = gate.subgroups_of(evaluation.frame)
+    groups = subgroups.subgroups_of(evaluation.frame)
     decision = gate.judge(labels, probability, prediction, groups, champion_probability, policy)
-    calibration = model_card.calibration_table(labels, probability)
+    calibration = evaluate.calibration_table(labels, probability)
     facts = model_card.ModelCardFacts(
         model_name=config.MODEL_NAME,
         version=version,
@@ -420,9 +420,8 @@ def _judge_and_record(
         metrics=gate.bootstrap_metrics(
             labels, probability, prediction, policy.n_bootstrap, policy.seed, policy.confidence
         ),
-        subgroups=model_card.subgroup_table(decision, labels, probability, groups),
         calibration=calibration,
-        expected_calibration_error=model_card.expected_calibration_error(calibration),
+        expected_calibration_error=evaluate.expected_calibration_error(labels, probability),
         registry_run_id=registry_run_id,
     )
     _log_model_card(client, facts, version)

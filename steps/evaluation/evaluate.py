@@ -6,9 +6,7 @@ readmission outcome and are left out of every metric.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -30,14 +28,7 @@ from sklearn.metrics import (
 )
 
 from custom_pyfunc import columns
-
-SUBGROUP_ATTRIBUTES = ("race", "gender", "age_group")
-AGE_GROUPS = {
-    **{f"[{lo}-{lo + 10})": "0-39" for lo in (0, 10, 20, 30)},
-    **{f"[{lo}-{lo + 10})": "40-59" for lo in (40, 50)},
-    **{f"[{lo}-{lo + 10})": "60-79" for lo in (60, 70)},
-    **{f"[{lo}-{lo + 10})": "80+" for lo in (80, 90)},
-}
+from steps.evaluation import subgroups
 
 
 def labelled_rows(frame: pd.DataFrame, target: str = "30d") -> tuple[pd.DataFrame, np.ndarray]:
@@ -46,18 +37,35 @@ def labelled_rows(frame: pd.DataFrame, target: str = "30d") -> tuple[pd.DataFram
     return eligible, columns.make_label(eligible, target).to_numpy()
 
 
+def calibration_table(y_true: np.ndarray, probability: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Calibration per quantile bin (``bins`` bins of equal row counts, so the sparse high-risk
+    tail is not judged on a handful of rows; tied scores share a bin): range, rows, mean predicted
+    probability and observed rate."""
+    probability = np.asarray(probability, dtype=np.float64)
+    edges = np.unique(np.quantile(probability, np.linspace(0.0, 1.0, bins + 1)))
+    which = np.clip(
+        np.searchsorted(edges, probability, side="right") - 1, 0, max(len(edges) - 2, 0)
+    )
+    frame = pd.DataFrame({"bin": which, "predicted": probability, "observed": y_true})
+    table = frame.groupby("bin").agg(
+        rows=("predicted", "size"),
+        mean_predicted=("predicted", "mean"),
+        observed_rate=("observed", "mean"),
+    )
+    upper = np.minimum(table.index + 1, len(edges) - 1)
+    ranges = [f"{edges[lo]:.3f}-{edges[hi]:.3f}" for lo, hi in zip(table.index, upper, strict=True)]
+    table.insert(0, "range", ranges)
+    return table.reset_index(drop=True)
+
+
 def expected_calibration_error(
     y_true: np.ndarray, probability: np.ndarray, bins: int = 10
 ) -> float:
-    """Expected calibration error over ``bins`` equal-width probability bins."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            error += in_bin.mean() * abs(probability[in_bin].mean() - y_true[in_bin].mean())
-    return float(error)
+    """Row-weighted mean absolute gap between predicted and observed rates over the quantile bins
+    of :func:`calibration_table`."""
+    table = calibration_table(y_true, probability, bins)
+    weights = table["rows"] / table["rows"].sum()
+    return float((weights * (table["mean_predicted"] - table["observed_rate"]).abs()).sum())
 
 
 def best_f1_threshold(y_true: np.ndarray, probability: np.ndarray) -> float:
@@ -88,39 +96,6 @@ def classification_metrics(
         "positive_rate": float(y_true.mean()),
         "rows": float(len(y_true)),
     }
-
-
-def subgroup_table(
-    frame: pd.DataFrame, y_true: np.ndarray, probability: np.ndarray, threshold: float
-) -> pd.DataFrame:
-    """Per race, gender and age group: count, positives, ROC-AUC (NaN if one class) and recall."""
-    groups = pd.DataFrame(
-        {
-            "race": frame["race"].astype(object).fillna("missing").to_numpy(),
-            "gender": frame["gender"].astype(object).fillna("missing").to_numpy(),
-            "age_group": frame["age"].astype(object).map(AGE_GROUPS).fillna("missing").to_numpy(),
-        }
-    )
-    predicted = probability >= threshold
-    rows = []
-    for attribute in SUBGROUP_ATTRIBUTES:
-        for group, index in groups.groupby(attribute).indices.items():
-            labels = y_true[index]
-            positives = int(labels.sum())
-            both_classes = 0 < positives < len(labels)
-            rows.append(
-                {
-                    "attribute": attribute,
-                    "group": group,
-                    "count": len(index),
-                    "positives": positives,
-                    "roc_auc": roc_auc_score(labels, probability[index])
-                    if both_classes
-                    else np.nan,
-                    "recall": predicted[index][labels == 1].mean() if positives else np.nan,
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def save_plots(y_true: np.ndarray, probability: np.ndarray, directory: Path, title: str) -> None:
@@ -162,44 +137,10 @@ def write_evaluation(
     directory.mkdir(parents=True, exist_ok=True)
     metrics = classification_metrics(y_true, probability, threshold)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    subgroup_table(frame, y_true, probability, threshold).to_csv(
+    groups = subgroups.subgroups_of(frame)
+    predicted = probability >= threshold
+    subgroups.subgroup_table(y_true, probability, predicted, groups).to_csv(
         directory / "subgroups.csv", index=False
     )
     save_plots(y_true, probability, directory, title)
     return metrics
-
-
-def evaluate_model(model_uri: str, data_uri: str, target: str = "30d") -> dict[str, float]:
-    """Metrics of a logged pyfunc on a labelled raw-format CSV (death/hospice rows excluded)."""
-    import mlflow
-
-    from steps.core import config, storage
-
-    config.configure_mlflow()
-    frame, y_true = labelled_rows(columns.read_encounters_csv(storage.read_bytes(data_uri)), target)
-    model = mlflow.pyfunc.load_model(model_uri)
-    output = model.predict(frame.drop(columns=[columns.LABEL_COLUMN]))
-    probability = output["probability_score"].to_numpy()
-    metrics = classification_metrics(y_true, probability, threshold=0.5)
-    predicted = output["prediction"].to_numpy()
-    metrics.update(
-        recall=float(recall_score(y_true, predicted, zero_division=0)),
-        precision=float(precision_score(y_true, predicted, zero_division=0)),
-        f1=float(f1_score(y_true, predicted, zero_division=0)),
-    )
-    return metrics
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: print the metrics of ``--model-uri`` on ``--data-uri`` as one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-uri", required=True)
-    parser.add_argument("--data-uri", required=True, help="labelled raw-format CSV")
-    parser.add_argument("--target", default="30d")
-    args = parser.parse_args(argv)
-    print(json.dumps(evaluate_model(args.model_uri, args.data_uri, args.target), sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,11 @@
 """The champion/challenger gate: paired bootstrap of the ROC-AUC difference, floors, decision.
 
-Pure numpy/pandas (no MLflow, no I/O), so every decision can be checked on constructed scores.
+Pure numpy/pandas/scipy (no MLflow, no I/O), so every decision can be checked on constructed scores.
 
-* Paired bootstrap: the same resampled rows score both models; each resample's ROC-AUC is computed
-  exactly (ties count one half) from resample counts, vectorised over resamples. The interval is
-  the percentile interval of the resampled statistic (default 95%, two-sided).
+* Paired bootstrap (``scipy.stats.bootstrap``, ``paired=True``): the same resampled rows score
+  both models; each resample's ROC-AUC is computed exactly (ties count one half) from per-score
+  class counts, vectorised over resamples. The interval is the percentile interval of the
+  resampled statistic (default 95%, two-sided).
 * Non-inferiority: with a champion, the challenger is promoted only when the lower bound of the
   interval of ``AUC(challenger) - AUC(champion)`` exceeds ``-margin``, and never when its
   predictions equal the champion's (a retrain that reproduced the champion only causes a redeploy).
@@ -18,22 +19,17 @@ Pure numpy/pandas (no MLflow, no I/O), so every decision can be checked on const
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
-# Cells (resamples x rows) per vectorised chunk: bounds memory at about 100 MB of float64.
-_CHUNK_CELLS = 4_000_000
+from steps.evaluation.subgroups import MIN_POSITIVES, subgroup_table
 
-# Coarse age groups from the raw 10-year brackets: fine brackets are too small to judge recall.
-AGE_GROUPS = {
-    "[0-10)": "0-39", "[10-20)": "0-39", "[20-30)": "0-39", "[30-40)": "0-39",
-    "[40-50)": "40-59", "[50-60)": "40-59",
-    "[60-70)": "60-79", "[70-80)": "60-79",
-    "[80-90)": "80+", "[90-100)": "80+",
-}  # fmt: skip
+# Cells (resamples x rows) per vectorised batch: bounds memory at about 100 MB.
+_BATCH_CELLS = 4_000_000
 
 
 class GateError(ValueError):
@@ -47,7 +43,7 @@ class GatePolicy:
     margin: float = 0.01
     auc_floor: float = 0.6
     max_subgroup_recall_gap: float = 0.25
-    min_subgroup_positives: int = 30
+    min_subgroup_positives: int = MIN_POSITIVES
     n_bootstrap: int = 1000
     seed: int = 42
     confidence: float = 0.95
@@ -82,18 +78,6 @@ class AucComparison:
 
 
 @dataclass(frozen=True)
-class SubgroupRecall:
-    """Recall of the challenger's 0/1 predictions within one subgroup."""
-
-    attribute: str
-    group: str
-    rows: int
-    positives: int
-    recall: float
-    judged: bool
-
-
-@dataclass(frozen=True)
 class GateDecision:
     """Whether to promote the challenger, why, and the evidence."""
 
@@ -103,79 +87,83 @@ class GateDecision:
     overall_recall: float
     subgroup_recall_gap: float
     worst_subgroup: str | None
-    subgroups: list[SubgroupRecall] = field(repr=False)
+    subgroups: pd.DataFrame = field(repr=False)  # see ``subgroups.subgroup_table``
     policy: GatePolicy
 
 
-def bootstrap_counts(n_rows: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """Chunks of an ``(n_rows, resamples)`` matrix: how often each row is drawn in each resample.
-
-    Deterministic for a given ``(n_rows, n_resamples, seed)``; callers that use the same three
-    values get the same resamples, which is what makes a comparison paired.
-    """
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _CHUNK_CELLS // max(n_rows, 1))
-    for start in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - start)
-        drawn = rng.integers(0, n_rows, size=(size, n_rows))
-        # Row-major (row, resample) cells, so that gathering rows later copies contiguous memory.
-        cells = drawn * size + np.arange(size)[:, None]
-        counts = np.bincount(cells.ravel(), minlength=n_rows * size)
-        yield counts.reshape(n_rows, size).astype(np.float64)
+def score_ranks(scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each score's position among the distinct scores (ascending; ties share one), and how many
+    distinct scores there are: resampled ranks order the rows exactly as their scores do."""
+    distinct, ranks = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
+    return ranks, len(distinct)
 
 
-class RankedScores:
-    """One model's scores sorted once, so each resample's ROC-AUC is a few vector operations."""
+def _class_counts(
+    labels: np.ndarray, ranks: np.ndarray, distinct: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positives and negatives per distinct score (ascending), one row per resample."""
+    labels, ranks = np.atleast_2d(labels), np.atleast_2d(ranks)
+    cells = (ranks + distinct * np.arange(len(ranks))[:, None]).ravel()
+    size = len(ranks) * distinct
+    positive = np.bincount(cells, weights=labels.ravel().astype(np.float64), minlength=size)
+    total = np.bincount(cells, minlength=size)
+    positive = positive.reshape(len(ranks), distinct)
+    return positive, total.reshape(len(ranks), distinct) - positive
 
-    def __init__(self, labels: np.ndarray, scores: np.ndarray) -> None:
-        self.order = np.argsort(scores, kind="mergesort")
-        sorted_scores = scores[self.order]
-        self.is_positive = labels[self.order].astype(bool)[:, None]
-        self.tie_starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
 
-    def _class_weights(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Positive and negative weight per group of tied scores, in ascending score order."""
-        sorted_weights = weights[self.order]
-        positive = np.add.reduceat(
-            np.where(self.is_positive, sorted_weights, 0.0), self.tie_starts, axis=0
-        )
-        negative = np.add.reduceat(
-            np.where(self.is_positive, 0.0, sorted_weights), self.tie_starts, axis=0
-        )
-        return positive, negative
+def ranked_roc_auc(labels: np.ndarray, ranks: np.ndarray, distinct: int) -> np.ndarray:
+    """ROC-AUC per row of (resampled) ``labels`` and score ``ranks``: the exact Mann-Whitney
+    statistic with ties counted one half (``sklearn``'s value); NaN where a row has one class."""
+    positive, negative = _class_counts(labels, ranks, distinct)
+    negatives_below = np.cumsum(negative, axis=1) - negative
+    concordant = (positive * (negatives_below + 0.5 * negative)).sum(axis=1)
+    pairs = positive.sum(axis=1) * negative.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, concordant / np.where(pairs > 0, pairs, 1.0), np.nan)
 
-    def average_precision(self, weights: np.ndarray) -> np.ndarray:
-        """PR-AUC (average precision, as ``sklearn``'s) for each column of ``weights``."""
-        positive, negative = (w[::-1] for w in self._class_weights(weights))
-        true_positive = np.cumsum(positive, axis=0)
-        flagged = true_positive + np.cumsum(negative, axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = true_positive / np.where(flagged > 0, flagged, 1.0)
-            return (positive * precision).sum(axis=0) / positive.sum(axis=0)
 
-    def roc_auc(self, weights: np.ndarray) -> np.ndarray:
-        """ROC-AUC per column of ``weights`` (``(n_rows, resamples)``: how often each row counts).
-
-        Exact Mann-Whitney statistic with ties counted one half; NaN where a weighting has no
-        positive or no negative case. With unit weights this equals ``sklearn``'s
-        ``roc_auc_score``.
-        """
-        positive, negative = self._class_weights(weights)
-        negatives_below = np.cumsum(negative, axis=0) - negative
-        concordant = (positive * (negatives_below + 0.5 * negative)).sum(axis=0)
-        pairs = positive.sum(axis=0) * negative.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(pairs > 0, concordant / np.where(pairs > 0, pairs, 1.0), np.nan)
+def ranked_average_precision(labels: np.ndarray, ranks: np.ndarray, distinct: int) -> np.ndarray:
+    """PR-AUC (average precision, ``sklearn``'s definition) per row of ``labels`` and ``ranks``."""
+    positive, negative = (c[:, ::-1] for c in _class_counts(labels, ranks, distinct))
+    true_positive = np.cumsum(positive, axis=1)
+    flagged = true_positive + np.cumsum(negative, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = true_positive / np.where(flagged > 0, flagged, 1.0)
+        return (positive * precision).sum(axis=1) / positive.sum(axis=1)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC on the full data (NaN when only one class is present)."""
-    ranked = RankedScores(np.asarray(labels), np.asarray(scores, dtype=np.float64))
-    return float(ranked.roc_auc(np.ones((len(labels), 1)))[0])
+    return float(ranked_roc_auc(np.asarray(labels), *score_ranks(scores))[0])
+
+
+def paired_bootstrap(
+    data: tuple[np.ndarray, ...],
+    statistic: Callable[..., np.ndarray],
+    n_resamples: int,
+    seed: int,
+    confidence: float,
+) -> scipy.stats._resampling.BootstrapResult:
+    """``scipy.stats.bootstrap`` over rows (every array in ``data`` resampled with the same rows),
+    percentile intervals; ``statistic(*arrays, axis)`` returns one value per output and resample.
+    The same ``(rows, n_resamples, seed)`` give the same resamples, whatever the statistic."""
+    return scipy.stats.bootstrap(
+        data,
+        statistic,
+        n_resamples=n_resamples,
+        paired=True,
+        vectorized=True,
+        confidence_level=confidence,
+        method="percentile",
+        batch=max(1, _BATCH_CELLS // max(len(data[0]), 1)),
+        rng=np.random.default_rng(seed),
+    )
 
 
 def _interval(estimate: float, samples: np.ndarray, confidence: float) -> Interval:
-    if not np.isfinite(samples).any():  # e.g. precision of a model that flags nobody
+    """The percentile interval of the finite ``samples`` (NaN when none is finite, e.g. the
+    precision of a model that flags nobody)."""
+    if not np.isfinite(samples).any():
         return Interval(float(estimate), float("nan"), float("nan"))
     tail = 100 * (1 - confidence) / 2
     low, high = np.nanpercentile(samples, [tail, 100 - tail])
@@ -200,12 +188,18 @@ def compare_auc(
     for scores in models:
         if scores.shape != labels.shape or not np.isfinite(scores).all():
             raise GateError("scores must be finite and aligned with the labels")
-    ranked = [RankedScores(labels, scores) for scores in models]
-    samples = [[] for _ in models]
-    for counts in bootstrap_counts(len(labels), n_resamples, seed):
-        for model_samples, model in zip(samples, ranked, strict=True):
-            model_samples.append(model.roc_auc(counts))
-    resampled = [np.concatenate(chunks) for chunks in samples]
+    ranked = [score_ranks(scores) for scores in models]
+
+    def statistic(labels: np.ndarray, *ranks: np.ndarray, axis: int = -1) -> np.ndarray:
+        aucs = [
+            ranked_roc_auc(labels, r, distinct)
+            for r, (_, distinct) in zip(ranks, ranked, strict=True)
+        ]
+        return np.stack(aucs + ([aucs[0] - aucs[1]] if len(aucs) == 2 else []))
+
+    data = (labels, *(ranks for ranks, _ in ranked))
+    resampled = paired_bootstrap(data, statistic, n_resamples, seed, confidence)
+    resampled = resampled.bootstrap_distribution
     estimates = [roc_auc(labels, scores) for scores in models]
     valid = int(np.isfinite(resampled[0]).sum())
     challenger = _interval(estimates[0], resampled[0], confidence)
@@ -214,10 +208,13 @@ def compare_auc(
     return AucComparison(
         challenger=challenger,
         champion=_interval(estimates[1], resampled[1], confidence),
-        difference=_interval(estimates[0] - estimates[1], resampled[0] - resampled[1], confidence),
+        difference=_interval(estimates[0] - estimates[1], resampled[2], confidence),
         confidence=confidence,
         n_resamples=valid,
     )
+
+
+METRICS = ("recall", "precision", "f1", "brier", "positive_rate", "pr_auc")
 
 
 def bootstrap_metrics(
@@ -230,72 +227,35 @@ def bootstrap_metrics(
 ) -> dict[str, Interval]:
     """PR-AUC, recall, precision, F1, Brier score and positive rate, with bootstrap intervals."""
     labels = np.asarray(labels, dtype=np.float64)
+    probability = np.asarray(probability, dtype=np.float64)
     predicted = np.asarray(prediction, dtype=np.float64)
-    squared_error = (np.asarray(probability, dtype=np.float64) - labels) ** 2
-    columns = np.column_stack([labels * predicted, labels, predicted, squared_error])
+    ranks, distinct = score_ranks(probability)
 
-    def statistics(totals: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
-        true_positive, positive, flagged, error = totals.T
+    def statistic(labels, probability, predicted, ranks, axis: int = -1) -> np.ndarray:
+        labels, probability, predicted = (
+            np.atleast_2d(a) for a in (labels, probability, predicted)
+        )
+        true_positive = (labels * predicted).sum(axis=1)
+        positive, flagged = labels.sum(axis=1), predicted.sum(axis=1)
+        rows = labels.shape[1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            recall = true_positive / positive
-            precision = true_positive / flagged
-            return {
-                "recall": recall,
-                "precision": precision,
+            values = {
+                "recall": true_positive / positive,
+                "precision": true_positive / flagged,
                 "f1": 2 * true_positive / (positive + flagged),
-                "brier": error / n,
-                "positive_rate": flagged / n,
+                "brier": ((probability - labels) ** 2).sum(axis=1) / rows,
+                "positive_rate": flagged / rows,
+                "pr_auc": ranked_average_precision(labels, ranks, distinct),
             }
+        return np.stack([values[name] for name in METRICS])
 
-    ranked = RankedScores(labels, np.asarray(probability, dtype=np.float64))
-    full = statistics(columns.sum(axis=0, keepdims=True), np.array([len(labels)]))
-    full["pr_auc"] = ranked.average_precision(np.ones((len(labels), 1)))
-    chunks = []
-    for counts in bootstrap_counts(len(labels), n_resamples, seed):
-        chunks.append(statistics(counts.T @ columns, counts.sum(axis=0)))
-        chunks[-1]["pr_auc"] = ranked.average_precision(counts)
+    data = (labels, probability, predicted, ranks)
+    full = statistic(*data)[:, 0]
+    resampled = paired_bootstrap(data, statistic, n_resamples, seed, confidence)
     return {
-        name: _interval(full[name][0], np.concatenate([c[name] for c in chunks]), confidence)
-        for name in full
+        name: _interval(full[i], resampled.bootstrap_distribution[i], confidence)
+        for i, name in enumerate(METRICS)
     }
-
-
-def subgroups_of(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Race, gender and coarse age group of each row (missing race becomes ``Unknown``)."""
-    return {
-        "race": frame["race"].astype("string").fillna("Unknown").to_numpy(dtype=object),
-        "gender": frame["gender"].astype("string").fillna("Unknown").to_numpy(dtype=object),
-        "age_group": frame["age"].map(AGE_GROUPS).fillna("Unknown").to_numpy(dtype=object),
-    }
-
-
-def subgroup_recalls(
-    labels: np.ndarray,
-    prediction: np.ndarray,
-    groups: Mapping[str, np.ndarray],
-    min_positives: int,
-) -> list[SubgroupRecall]:
-    """Recall in every subgroup of every attribute; ``judged`` when it has enough positives."""
-    labels = np.asarray(labels).astype(bool)
-    hit = np.asarray(prediction).astype(bool) & labels
-    rows = []
-    for attribute, values in groups.items():
-        values = np.asarray(values, dtype=object)
-        for group in sorted(set(values.tolist()), key=str):
-            members = values == group
-            positives = int(labels[members].sum())
-            recall = float(hit[members].sum() / positives) if positives else float("nan")
-            rows.append(
-                SubgroupRecall(
-                    attribute=attribute,
-                    group=str(group),
-                    rows=int(members.sum()),
-                    positives=positives,
-                    recall=recall,
-                    judged=positives >= min_positives,
-                )
-            )
-    return rows
 
 
 def judge(
@@ -319,13 +279,17 @@ def judge(
     )
     hits = np.asarray(challenger_prediction).astype(bool) & labels.astype(bool)
     overall_recall = float(hits.sum() / labels.sum())
-    subgroups = subgroup_recalls(
-        labels, challenger_prediction, groups, policy.min_subgroup_positives
+    subgroups = subgroup_table(
+        labels,
+        challenger_probability,
+        challenger_prediction,
+        groups,
+        policy.min_subgroup_positives,
     )
-    judged = [s for s in subgroups if s.judged]
-    worst = min(judged, key=lambda s: s.recall) if judged else None
-    gap = overall_recall - worst.recall if worst else 0.0
-    worst_name = f"{worst.attribute}={worst.group}" if worst else None
+    judged = subgroups[subgroups["judged"]]
+    worst = judged.loc[judged["recall"].idxmin()] if len(judged) else None
+    gap = overall_recall - worst["recall"] if worst is not None else 0.0
+    worst_name = f"{worst['attribute']}={worst['group']}" if worst is not None else None
 
     failures = []
     auc = comparison.challenger.estimate
@@ -333,7 +297,7 @@ def judge(
         failures.append(f"ROC-AUC {auc:.4f} below the floor {policy.auc_floor:.4f}")
     if gap > policy.max_subgroup_recall_gap:
         failures.append(
-            f"subgroup recall collapse: {worst_name} recall {worst.recall:.3f} is {gap:.3f} "
+            f"subgroup recall collapse: {worst_name} recall {worst['recall']:.3f} is {gap:.3f} "
             f"below overall {overall_recall:.3f} (max gap {policy.max_subgroup_recall_gap:.3f})"
         )
     difference = comparison.difference

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from steps.evaluation.gate import GateDecision, Interval, roc_auc
+from steps.evaluation.gate import GateDecision, Interval
 
 DESCRIPTION_LIMIT = 5000  # characters the registry stores in a version description
 
@@ -84,57 +84,9 @@ class ModelCardFacts:
     decision: GateDecision
     champion_version: str | None
     metrics: dict[str, Interval]
-    subgroups: pd.DataFrame
-    calibration: pd.DataFrame
+    calibration: pd.DataFrame  # ``evaluate.calibration_table``; subgroups: ``decision.subgroups``
     expected_calibration_error: float
     registry_run_id: str
-
-
-def calibration_table(labels: np.ndarray, probability: np.ndarray, bins: int = 10) -> pd.DataFrame:
-    """Equal-width probability bins: rows, mean predicted probability and observed rate."""
-    probability = np.asarray(probability, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
-    frame = pd.DataFrame({"bin": index, "predicted": probability, "observed": labels})
-    table = frame.groupby("bin").agg(
-        rows=("predicted", "size"),
-        mean_predicted=("predicted", "mean"),
-        observed_rate=("observed", "mean"),
-    )
-    table.insert(0, "range", [f"{edges[b]:.1f}-{edges[b + 1]:.1f}" for b in table.index])
-    return table.reset_index(drop=True)
-
-
-def expected_calibration_error(table: pd.DataFrame) -> float:
-    """Row-weighted mean absolute gap between predicted and observed rates over the bins."""
-    weights = table["rows"] / table["rows"].sum()
-    return float((weights * (table["mean_predicted"] - table["observed_rate"]).abs()).sum())
-
-
-def subgroup_table(
-    decision: GateDecision,
-    labels: np.ndarray,
-    probability: np.ndarray,
-    groups: dict[str, np.ndarray],
-) -> pd.DataFrame:
-    """Per subgroup: rows, positives, recall at the threshold, ROC-AUC, and whether judged."""
-    labels = np.asarray(labels)
-    records = []
-    for entry in decision.subgroups:
-        members = np.asarray(groups[entry.attribute], dtype=object) == entry.group
-        auc = roc_auc(labels[members], probability[members]) if members.any() else np.nan
-        records.append(
-            {
-                "attribute": entry.attribute,
-                "group": entry.group,
-                "rows": entry.rows,
-                "positives": entry.positives,
-                "recall": entry.recall,
-                "roc_auc": auc,
-                "judged": entry.judged,
-            }
-        )
-    return pd.DataFrame.from_records(records)
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -184,7 +136,7 @@ def _calibration_summary(facts: ModelCardFacts) -> str:
     brier = facts.metrics.get("brier")
     return (
         f"Calibration method: {method}. On the evaluation data: Brier score "
-        f"{_interval(brier)}, expected calibration error (10 equal-width bins) "
+        f"{_interval(brier)}, expected calibration error (10 quantile bins) "
         f"{_number(facts.expected_calibration_error)}; training run reports test Brier "
         f"{_number(facts.source_metrics.get('test_brier'))}, test ECE "
         f"{_number(facts.source_metrics.get('test_ece'))}."
@@ -268,7 +220,7 @@ def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = 
         f"{decision.policy.max_subgroup_recall_gap:.3f}).",
     ]
     if not compact:
-        lines += ["", _markdown_table(facts.subgroups)]
+        lines += ["", _markdown_table(decision.subgroups)]
     lines += ["", "## Threshold", _threshold_section(facts), "", "## Calibration"]
     lines.append(_calibration_summary(facts))
     if not compact:

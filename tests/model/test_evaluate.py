@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps.evaluation import evaluate
+from steps.evaluation import evaluate, subgroups
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -29,16 +29,38 @@ def test_best_f1_threshold_separates_perfectly_separable_scores():
     assert evaluate.classification_metrics(labels, scores, threshold)["f1"] == 1.0
 
 
-def test_subgroup_table_counts_and_recall():
+def test_subgroup_table_counts_recall_and_auc_per_group():
     frame = synthetic_encounters(300, seed=4)
     labels = columns.make_label(frame).to_numpy()
     scores = labels * 0.9 + 0.05  # perfect ranking
-    table = evaluate.subgroup_table(frame, labels, scores, threshold=0.5)
-    for attribute in evaluate.SUBGROUP_ATTRIBUTES:
-        assert table.loc[table["attribute"] == attribute, "count"].sum() == len(frame)
+    groups = subgroups.subgroups_of(frame)
+    table = subgroups.subgroup_table(labels, scores, scores >= 0.5, groups, min_positives=5)
+    for attribute in subgroups.ATTRIBUTES:
+        assert table.loc[table["attribute"] == attribute, "rows"].sum() == len(frame)
     with_positives = table[table["positives"] > 0]
     assert (with_positives["recall"] == 1.0).all()
     assert table["roc_auc"].dropna().eq(1.0).all()
+    assert table["judged"].eq(table["positives"] >= 5).all()
+
+
+def test_missing_race_gender_and_age_are_one_unknown_group():
+    frame = pd.DataFrame(
+        {"race": [None, "Asian"], "gender": ["Male", None], "age": ["[50-60)", "[100-110)"]}
+    )
+    groups = subgroups.subgroups_of(frame)
+    assert list(groups["race"]) == [subgroups.UNKNOWN, "Asian"]
+    assert list(groups["gender"]) == ["Male", subgroups.UNKNOWN]
+    assert list(groups["age_group"]) == ["40-59", subgroups.UNKNOWN]
+
+
+def test_calibration_table_has_quantile_bins_and_gives_the_ece():
+    rng = np.random.default_rng(3)
+    probability = rng.uniform(0, 1, 10_000)
+    outcomes = (rng.uniform(0, 1, probability.size) < probability / 2).astype(int)
+    table = evaluate.calibration_table(outcomes, probability)
+    assert len(table) == 10 and table["rows"].eq(1000).all()
+    gap = (table["mean_predicted"] - table["observed_rate"]).abs().mean()
+    assert evaluate.expected_calibration_error(outcomes, probability) == pytest.approx(gap)
 
 
 def test_labelled_rows_drop_death_and_hospice():

@@ -80,7 +80,7 @@ def test_family_best_runs_carry_metrics_hashes_threshold_and_artifacts(
             )
         )
         assert set(subgroups["attribute"]) == {"race", "gender", "age_group"}
-        assert subgroups.groupby("attribute")["count"].sum().nunique() == 1  # same rows each
+        assert subgroups.groupby("attribute")["rows"].sum().nunique() == 1  # same rows each
         assert run.data.tags[train.MODEL_URI_TAG]
 
 
