@@ -1,29 +1,26 @@
-"""Read and write objects in the data store: a local folder or an S3 prefix (boto3).
+"""Read and write objects in the data store: a local folder or an S3 prefix, through fsspec.
 
-Local writes are atomic (temporary file + rename), so a crash never leaves a half-written file.
-S3 honours ``AWS_ENDPOINT_URL`` / ``MLFLOW_S3_ENDPOINT_URL`` for S3-compatible endpoints.
+``s3://`` goes to s3fs, which honours ``AWS_ENDPOINT_URL`` (or ``MLFLOW_S3_ENDPOINT_URL``) for
+MinIO or another S3-compatible endpoint; pandas reads such URIs itself with
+``storage_options(uri)``. Listings are never cached (other processes write the same store). Local
+writes go to a hidden sibling file that is then renamed over the target, so a crash never leaves a
+half-written file (fsspec's own local transactions stage files in the system temp folder, from
+where a rename is not atomic); an S3 PUT is atomic by itself.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import os
-import tempfile
+import posixpath
+import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+import fsspec
 import pandas as pd
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
+from fsspec import AbstractFileSystem
 
 
 class StorageError(RuntimeError):
@@ -41,95 +38,80 @@ def join(root: str, *parts: str) -> str:
     return "/".join(pieces)
 
 
-def _s3_client():
-    import boto3
-
+def storage_options(uri: str) -> dict[str, Any]:
+    """fsspec options for ``uri`` (also pandas' ``storage_options``): S3 endpoint, no caches."""
+    if not is_s3(uri):
+        return {}
+    options: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": True}
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    return boto3.client("s3", endpoint_url=endpoint or None)
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    return options
 
 
-def _bucket_key(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
-def _local_path(uri: str) -> Path:
-    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+def _filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(uri, **storage_options(uri))
 
 
 def read_bytes(uri: str) -> bytes:
     """The whole object at ``uri``."""
-    if is_s3(uri):
-        bucket, key = _bucket_key(uri)
-        client = _s3_client()
-        try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except client.exceptions.NoSuchKey as exc:
-            raise StorageError(f"no object at {uri}") from exc
-    path = _local_path(uri)
-    if not path.is_file():
-        raise StorageError(f"no file at {uri}")
-    return path.read_bytes()
+    fs, path = _filesystem(uri)
+    try:
+        return fs.cat_file(path)
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise StorageError(f"no object at {uri}") from exc
 
 
 def write_bytes(uri: str, payload: bytes) -> str:
-    """Store ``payload`` at ``uri`` (atomically for local files) and return ``uri``."""
+    """Store ``payload`` at ``uri`` (atomically: see the module docstring) and return ``uri``."""
+    fs, path = _filesystem(uri)
     if is_s3(uri):
-        bucket, key = _bucket_key(uri)
-        _s3_client().put_object(Bucket=bucket, Key=key, Body=payload)
+        fs.pipe_file(path, payload)
         return uri
-    path = _local_path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    parent, name = posixpath.split(path)
+    fs.makedirs(parent, exist_ok=True)
+    staged = posixpath.join(parent, f".{name}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; keep the usual file mode
-        os.replace(tmp_name, path)
+        fs.pipe_file(staged, payload)
+        fs.mv(staged, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        Path(staged).unlink(missing_ok=True)
         raise
     return uri
 
 
 def exists(uri: str) -> bool:
-    """True when an object exists at ``uri``."""
-    if is_s3(uri):
-        bucket, key = _bucket_key(uri)
-        response = _s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
-        return any(obj["Key"] == key for obj in response.get("Contents", []))
-    return _local_path(uri).is_file()
+    """True when an object (not a prefix or folder) exists at ``uri``."""
+    fs, path = _filesystem(uri)
+    return fs.isfile(path)
 
 
 def list_keys(prefix_uri: str) -> list[str]:
-    """URIs of all objects below ``prefix_uri``, sorted."""
-    if is_s3(prefix_uri):
-        bucket, prefix = _bucket_key(prefix_uri.rstrip("/") + "/")
-        paginator = _s3_client().get_paginator("list_objects_v2")
-        keys = [
-            obj["Key"]
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-            for obj in page.get("Contents", [])
-        ]
-        return sorted(f"s3://{bucket}/{key}" for key in keys)
-    root = _local_path(prefix_uri)
-    if not root.is_dir():
-        return []
-    return sorted(str(p) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """URIs of all objects below ``prefix_uri`` (hidden names left out), sorted, spelled from
+    ``prefix_uri`` as given (a relative local prefix gives relative paths)."""
+    fs, root = _filesystem(prefix_uri)
+    found = fs.find(root) if fs.isdir(root) else []
+    relative = (posixpath.relpath(item, root) for item in found)
+    return sorted(
+        join(prefix_uri, key)
+        for key in relative
+        if not any(part.startswith(".") for part in key.split("/"))
+    )
 
 
 def delete(uri: str) -> None:
     """Remove the object at ``uri`` if it exists."""
-    if is_s3(uri):
-        bucket, key = _bucket_key(uri)
-        _s3_client().delete_object(Bucket=bucket, Key=key)
-    else:
-        _local_path(uri).unlink(missing_ok=True)
+    fs, path = _filesystem(uri)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
 
 
 def read_csv(uri: str, **kwargs: Any) -> pd.DataFrame:
-    """A CSV object as a DataFrame (``kwargs`` go to ``pandas.read_csv``)."""
-    return pd.read_csv(io.BytesIO(read_bytes(uri)), **kwargs)
+    """A CSV object as a DataFrame, read by pandas itself (``kwargs`` go to ``pandas.read_csv``)."""
+    try:
+        return pd.read_csv(uri, storage_options=storage_options(uri) or None, **kwargs)
+    except FileNotFoundError as exc:
+        raise StorageError(f"no object at {uri}") from exc
 
 
 def write_csv(frame: pd.DataFrame, uri: str) -> str:
@@ -149,8 +131,9 @@ def write_json(obj: Any, uri: str) -> str:
 
 def local_copy(uri: str, directory: str | Path) -> Path:
     """A local file holding the object at ``uri`` (the file itself when already local)."""
+    fs, path = _filesystem(uri)
     if not is_s3(uri):
-        return _local_path(uri)
-    target = Path(directory) / Path(_bucket_key(uri)[1]).name
-    target.write_bytes(read_bytes(uri))
+        return Path(path)
+    target = Path(directory) / posixpath.basename(path)
+    fs.get_file(path, str(target))
     return target

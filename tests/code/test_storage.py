@@ -1,7 +1,7 @@
 """The data store on a local folder and on S3.
 
 S3 is moto's standalone server (``moto.server.ThreadedMotoServer`` on a free loopback port, see
-tests/fixtures_data.py): moto is the S3 emulator available here, reached over real HTTP by boto3
+tests/fixtures_data.py): moto is the S3 emulator available here, reached over real HTTP by s3fs
 through ``AWS_ENDPOINT_URL``, exactly as a MinIO or AWS endpoint would be.
 """
 
@@ -46,6 +46,25 @@ def test_local_folder_round_trip(tmp_path):
 
 def test_s3_round_trip(s3_data_uri, tmp_path):
     _round_trip(s3_data_uri, tmp_path)
+
+
+def test_s3_endpoint_from_mlflow_variable_and_pandas_reads_s3_itself(
+    s3_data_uri, s3_endpoint, monkeypatch
+):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
+    uri = storage.write_bytes(storage.join(s3_data_uri, "t.csv"), b"a,b\n1,x\n")
+    frame = pd.read_csv(uri, storage_options=storage.storage_options(uri))
+    assert frame.to_dict("list") == {"a": [1], "b": ["x"]}
+    assert storage.list_keys(s3_data_uri) == [uri]
+
+
+def test_relative_local_prefix_lists_relative_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage.write_bytes("store/a/one.csv", b"1")
+    storage.write_bytes("store/two.csv", b"2")
+    assert storage.list_keys("store") == ["store/a/one.csv", "store/two.csv"]
+    assert storage.list_keys("missing") == []
 
 
 def test_ingest_and_split_on_s3_data_store(s3_data_uri, tmp_path):
