@@ -19,7 +19,6 @@ rolled back.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import sys
@@ -38,6 +37,7 @@ from mlflow.exceptions import MlflowException
 
 from custom_pyfunc import columns
 from steps.core import config, storage
+from steps.data import labelled
 from steps.evaluation import evaluate, gate, model_card, subgroups
 
 ROLE_TAG = "health_predict.role"
@@ -148,46 +148,21 @@ def best_family_run(runs: list[Run]) -> Run:
     return max(candidates, key=lambda run: (run.data.metrics[SELECTION_METRIC], run.info.run_id))
 
 
-def _evaluation_uris(eval_data_uri: str) -> list[str]:
-    uris = []
-    for part in (p.strip() for p in eval_data_uri.split(",") if p.strip()):
-        if storage.exists(part):
-            uris.append(part)
-        else:
-            uris += [key for key in storage.list_keys(part) if key.endswith(".csv")]
-    if not uris:
-        raise RegistrationError(f"no evaluation data at {eval_data_uri}")
-    return uris
-
-
 def load_evaluation_data(eval_data_uri: str, target: str = "30d") -> EvaluationData:
-    """Read labelled raw-format CSV(s) (comma-separated files or folders) and keep eligible rows.
-
-    The sha256 covers the files' bytes in order, so a single file's hash equals the one ``split``
-    records for it.
-    """
-    uris = _evaluation_uris(eval_data_uri)
-    digest, frames = hashlib.sha256(), []
-    for uri in uris:
-        payload = storage.read_bytes(uri)
-        digest.update(payload)
-        frame = columns.read_encounters_csv(payload)
-        missing = {columns.LABEL_COLUMN, "discharge_disposition_id"} - set(frame.columns)
-        if missing:
-            raise RegistrationError(f"evaluation data {uri} lacks column(s) {sorted(missing)}")
-        frames.append(frame)
-    frame = pd.concat(frames, ignore_index=True)
-    eligible = columns.is_label_eligible(frame).to_numpy()
-    frame = frame.loc[eligible].reset_index(drop=True)
-    labels = columns.make_label(frame, target).to_numpy()
+    """Read labelled raw-format CSV(s) (comma-separated files or folders) and keep eligible rows."""
+    try:
+        files = labelled.read_labelled(eval_data_uri)
+    except labelled.LabelledDataError as exc:
+        raise RegistrationError(f"evaluation data: {exc}") from exc
+    frame, labels = evaluate.labelled_rows(files.frame, target)
     return EvaluationData(
-        frame=frame,
+        frame=frame.reset_index(drop=True),
         labels=labels,
         summary=model_card.EvaluationSummary(
-            uris=uris,
-            sha256=digest.hexdigest(),
+            uris=files.uris,
+            sha256=files.sha256,
             rows=len(frame),
-            excluded_rows=int((~eligible).sum()),
+            excluded_rows=len(files.frame) - len(frame),
             positives=int(labels.sum()),
             target=target,
         ),

@@ -14,7 +14,6 @@ once and shared through Ray's object store.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import sys
@@ -31,11 +30,12 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from custom_pyfunc import columns, features
+from custom_pyfunc import features
 from custom_pyfunc.model import log_readmission_model
 from custom_pyfunc.predictor import ProbabilityCalibrator, ReadmissionPredictor
 from custom_pyfunc.preprocessing import FeatureEncoder, categorical_indices
 from steps.core import config, storage
+from steps.data import labelled
 from steps.evaluation import evaluate
 
 logger = logging.getLogger("health_predict.train")
@@ -135,40 +135,17 @@ class TrainingData:
     hashes: dict[str, str] = field(default_factory=dict)
 
 
-def _read_labelled(uri: str, target: str) -> tuple[pd.DataFrame, bytes]:
-    payload = storage.read_bytes(uri)
-    return columns.read_encounters_csv(payload), payload
-
-
-def _read_extra(uri: str) -> tuple[pd.DataFrame, str]:
-    """Extra labelled data: one CSV, or every CSV under a prefix; and a hash of their bytes."""
-    uris = (
-        [uri] if storage.exists(uri) else [u for u in storage.list_keys(uri) if u.endswith(".csv")]
-    )
-    if not uris:
-        raise FileNotFoundError(f"extra_train_uri {uri} holds no CSV file")
-    digest = hashlib.sha256()
-    frames = []
-    for item in uris:
-        payload = storage.read_bytes(item)
-        digest.update(payload)
-        frames.append(columns.read_encounters_csv(payload))
-    extra = pd.concat(frames, ignore_index=True)
-    if columns.LABEL_COLUMN not in extra:
-        raise ValueError(f"extra_train_uri {uri} has no '{columns.LABEL_COLUMN}' column")
-    return extra, digest.hexdigest()
-
-
 def load_training_data(data_uri: str, target: str, extra_train_uri: str = "") -> TrainingData:
     """Read the three initial splits (plus optional extra training data) and engineer features."""
     root = data_uri or config.data_uri()
     raw, hashes = {}, {}
     for name, key in SPLIT_FILES.items():
-        raw[name], payload = _read_labelled(storage.join(root, key), target)
-        hashes[name] = hashlib.sha256(payload).hexdigest()
+        split_file = labelled.read_labelled(storage.join(root, key))
+        raw[name], hashes[name] = split_file.frame, split_file.sha256
     if extra_train_uri:
-        extra, hashes["extra_train"] = _read_extra(extra_train_uri)
-        raw["initial_train"] = pd.concat([raw["initial_train"], extra], ignore_index=True)
+        extra = labelled.read_labelled(extra_train_uri)
+        hashes["extra_train"] = extra.sha256
+        raw["initial_train"] = pd.concat([raw["initial_train"], extra.frame], ignore_index=True)
     frames, labels = {}, {}
     for name, frame in raw.items():
         raw[name], labels[name] = evaluate.labelled_rows(frame, target)

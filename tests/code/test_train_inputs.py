@@ -9,6 +9,7 @@ import pytest
 from custom_pyfunc import columns
 from steps import train
 from steps.core import storage
+from steps.data import labelled
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -54,3 +55,16 @@ def test_extra_training_data_without_labels_is_refused(synthetic_store, tmp_path
     storage.write_bytes(path, columns.to_raw_csv_bytes(unlabelled))
     with pytest.raises(ValueError, match="readmitted"):
         train.load_training_data(synthetic_store, "30d", extra_train_uri=path)
+
+
+def test_one_reader_for_files_folders_and_lists_with_the_split_hash(synthetic_store, tmp_path):
+    test_uri = storage.join(synthetic_store, train.SPLIT_FILES["initial_test"])
+    single = labelled.read_labelled(test_uri)
+    assert single.sha256 == hashlib.sha256(storage.read_bytes(test_uri)).hexdigest()
+    folder = tmp_path / "batches"
+    storage.write_bytes(str(folder / "b.csv"), columns.to_raw_csv_bytes(synthetic_encounters(7)))
+    both = labelled.read_labelled(f"{test_uri}, {folder}")
+    assert both.uris == [test_uri, str(folder / "b.csv")]
+    assert len(both.frame) == len(single.frame) + 7
+    with pytest.raises(labelled.LabelledDataError, match="no labelled CSV file at"):
+        labelled.read_labelled(str(tmp_path / "nothing"))
