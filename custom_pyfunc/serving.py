@@ -290,20 +290,25 @@ class RequestGuard:
 
 def install() -> None:
     """Inside a scoring-server process (and only there), route ``/invocations`` through
-    :func:`invocations` and put :class:`RequestGuard` in front of the app. Idempotent."""
+    :func:`invocations` and put :class:`RequestGuard` in front of the app. Idempotent.
+
+    Runs from the model's ``load_context``, while ``scoring_server.app`` is being imported and
+    before ``scoring_server.init`` has built the FastAPI app (too late to wrap ``init`` itself:
+    the call already holds it), so the guard goes in when the app builds its middleware stack
+    on the first request; the server process holds no other FastAPI app.
+    """
     if "mlflow.pyfunc.scoring_server.app" not in sys.modules:
         return
+    from fastapi import FastAPI
     from mlflow.pyfunc import scoring_server
 
     if getattr(scoring_server, "_health_predict_guarded", False):
         return
-    init = scoring_server.init
+    build_middleware_stack = FastAPI.build_middleware_stack
 
-    def guarded_init(model):
-        app = init(model)
-        app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes())
-        return app
+    def guarded_middleware_stack(app: FastAPI):
+        return RequestGuard(build_middleware_stack(app), max_body_bytes=max_body_bytes())
 
     scoring_server.invocations = invocations
-    scoring_server.init = guarded_init
+    FastAPI.build_middleware_stack = guarded_middleware_stack
     scoring_server._health_predict_guarded = True
