@@ -26,8 +26,10 @@ resource "aws_instance" "host" {
   metadata_options {
     http_endpoint = "enabled"
     http_tokens   = "required"
-    # Containers (MLflow, Airflow, kind nodes) sit one network hop behind the host and fetch the
-    # instance role's credentials through IMDSv2, which needs a hop limit of 2.
+    # 2, not 1: the MLflow server (artifact proxy to s3://<bucket>/mlflow-artifacts) and the
+    # Airflow containers (data store on s3://<bucket>/data, ECR push by `deploy`) run on compose's
+    # bridge network, one hop behind the host, and hold no keys: they use the instance role
+    # through IMDSv2. With 1 they get no credentials. The role is least-privilege (iam.tf).
     http_put_response_hop_limit = 2
     instance_metadata_tags      = "disabled"
   }

@@ -5,7 +5,8 @@ MinIO or another S3-compatible endpoint; pandas reads such URIs itself with
 ``storage_options(uri)``. Listings are never cached (other processes write the same store). Local
 writes go to a hidden sibling file that is then renamed over the target, so a crash never leaves a
 half-written file (fsspec's own local transactions stage files in the system temp folder, from
-where a rename is not atomic); an S3 PUT is atomic by itself.
+where a rename is not atomic); an S3 PUT is atomic by itself. The store holds patient rows, so
+local files are written owner-only (0600) and the folders a write creates too (0700).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 import fsspec
 import pandas as pd
 from fsspec import AbstractFileSystem
+
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
 
 
 class StorageError(RuntimeError):
@@ -62,6 +66,18 @@ def read_bytes(uri: str) -> bytes:
         raise StorageError(f"no object at {uri}") from exc
 
 
+def _make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and its missing parents owner-only (existing folders are left alone)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            created.mkdir(mode=PRIVATE_DIR_MODE)
+            os.chmod(created, PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
+
+
 def write_bytes(uri: str, payload: bytes) -> str:
     """Store ``payload`` at ``uri`` (atomically: see the module docstring) and return ``uri``."""
     fs, path = _filesystem(uri)
@@ -69,10 +85,11 @@ def write_bytes(uri: str, payload: bytes) -> str:
         fs.pipe_file(path, payload)
         return uri
     parent, name = posixpath.split(path)
-    fs.makedirs(parent, exist_ok=True)
+    _make_private_dirs(Path(parent))
     staged = posixpath.join(parent, f".{name}.{uuid.uuid4().hex}.tmp")
     try:
         fs.pipe_file(staged, payload)
+        os.chmod(staged, PRIVATE_FILE_MODE)
         fs.mv(staged, path)
     except BaseException:
         Path(staged).unlink(missing_ok=True)
