@@ -2,10 +2,12 @@
 # The services stack of docker-compose.yml as local processes, for machines without Docker:
 # a throwaway Postgres (initdb/pg_ctl) holding the "airflow" and "mlflow" databases (created by
 # the same docker/postgres/init-databases.sh the container uses), `mlflow server` on it with a
-# proxied local artifact folder, and Airflow 3 (`airflow standalone`: api-server, scheduler,
-# dag-processor, triggerer) on it.
+# proxied local artifact folder, and Airflow 3 on it as the compose stack runs it: `airflow db
+# migrate`, then api-server, scheduler (LocalExecutor), dag-processor and triggerer, each its own
+# process with its own pid and log file.
 #
-#   scripts/local_stack.sh start    start everything, wait until healthy, write the env file
+#   scripts/local_stack.sh start    start whatever is not running, wait until healthy, write
+#                                   the env file (after a crash, `start` again restarts the rest)
 #   scripts/local_stack.sh status   print each service's state; exit 0 only if all are up
 #   scripts/local_stack.sh stop     stop everything (the data stays; `rm -rf` the folder to drop it)
 #
@@ -19,7 +21,13 @@
 #   LOCAL_STACK_TIMEOUT_S seconds to wait for each service to become healthy (default: 300)
 #
 # `start` writes <dir>/stack.env (mode 600) with MLFLOW_TRACKING_URI, the Airflow URL and the
-# database URIs; `source` it to point the pipeline at the stack.
+# database URIs; `source` it to point the pipeline at the stack. Secrets (database passwords, the
+# Airflow admin password, JWT secret and Fernet key) are generated on first start into
+# <dir>/secrets.env (mode 600) and reach the services only through their environment or files,
+# never a command line. Every service listens on 127.0.0.1 only (Airflow's log servers are off:
+# the api-server reads the task logs from the shared log folder). The REST API authenticates with
+# Airflow's SimpleAuthManager: POST $AIRFLOW_URL/auth/token with user "admin" and the password in
+# $AIRFLOW_ADMIN_PASSWORDS_FILE returns a JWT for the Authorization header.
 set -euo pipefail
 
 PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +38,8 @@ TIMEOUT_S="${LOCAL_STACK_TIMEOUT_S:-300}"
 ENV_FILE="$STACK_DIR/stack.env"
 SECRETS_FILE="$STACK_DIR/secrets.env"
 PG_DIR="$STACK_DIR/postgres"
+AIRFLOW_COMPONENTS="api-server scheduler dag-processor triggerer"
+AIRFLOW_PASSWORDS_FILE="$STACK_DIR/airflow/simple_auth_manager_passwords.json"
 
 log() { printf '[local_stack] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -110,18 +120,21 @@ load_state() {
   return 0
 }
 
+# Adds each missing secret or port to the secrets file (mode 600); existing values are kept.
 write_secrets() {
-  [ -f "$SECRETS_FILE" ] && return 0
-  ( umask 077
-    cat > "$SECRETS_FILE" <<ENV
-POSTGRES_PASSWORD=$(openssl rand -hex 16)
-AIRFLOW_DB_PASSWORD=$(openssl rand -hex 16)
-MLFLOW_DB_PASSWORD=$(openssl rand -hex 16)
-LOCAL_STACK_PG_PORT=${LOCAL_STACK_PG_PORT:-$(free_port)}
-LOCAL_STACK_MLFLOW_PORT=${LOCAL_STACK_MLFLOW_PORT:-$(free_port)}
-LOCAL_STACK_AIRFLOW_PORT=${LOCAL_STACK_AIRFLOW_PORT:-$(free_port)}
-ENV
-  )
+  ( umask 077; touch "$SECRETS_FILE" )
+  local name value
+  for name in POSTGRES_PASSWORD AIRFLOW_DB_PASSWORD MLFLOW_DB_PASSWORD AIRFLOW_ADMIN_PASSWORD \
+      AIRFLOW_JWT_SECRET AIRFLOW_API_SECRET_KEY AIRFLOW_FERNET_KEY \
+      LOCAL_STACK_PG_PORT LOCAL_STACK_MLFLOW_PORT LOCAL_STACK_AIRFLOW_PORT; do
+    grep -q "^$name=" "$SECRETS_FILE" && continue
+    case "$name" in
+      LOCAL_STACK_*_PORT) value="${!name:-$(free_port)}" ;;
+      AIRFLOW_FERNET_KEY) value="$(openssl rand -base64 32 | tr '+/' '-_')" ;;
+      *) value="$(openssl rand -hex 16)" ;;
+    esac
+    printf '%s=%s\n' "$name" "$value" >> "$SECRETS_FILE"
+  done
 }
 
 start_postgres() {
@@ -159,31 +172,65 @@ launch_mlflow() {
   if pid_alive "$STACK_DIR/mlflow.pid"; then log "mlflow already running"; return 0; fi
   local destination="${LOCAL_STACK_ARTIFACTS_DESTINATION:-$STACK_DIR/mlflow-artifacts}"
   [[ "$destination" == *://* ]] || mkdir -p "$destination"
-  spawn "$STACK_DIR/mlflow.pid" "$STACK_DIR/mlflow.log" \
-    "$BIN/mlflow" server \
-    --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
-    --artifacts-destination "$destination" --serve-artifacts \
-    --host 127.0.0.1 --port "$LOCAL_STACK_MLFLOW_PORT" --workers 1
+  # The backend URI holds the database password: environment, not command line. No GenAI job
+  # runner (a huey consumer) either: the project does not use it.
+  ( export MLFLOW_BACKEND_STORE_URI MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+    spawn "$STACK_DIR/mlflow.pid" "$STACK_DIR/mlflow.log" \
+      "$BIN/mlflow" server \
+      --artifacts-destination "$destination" --serve-artifacts \
+      --host 127.0.0.1 --port "$LOCAL_STACK_MLFLOW_PORT" --workers 1 )
+}
+
+# The Airflow configuration, exported in the calling subshell only (secrets never on a command
+# line; the same settings as docker-compose.yml's x-airflow-common).
+airflow_environment() {
+  export AIRFLOW_HOME="$STACK_DIR/airflow"
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$AIRFLOW_DATABASE_URI"
+  export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+  export AIRFLOW__CORE__DAGS_FOLDER="$PROJECT_ROOT/dags"
+  export AIRFLOW__CORE__LOAD_EXAMPLES=false
+  export AIRFLOW__CORE__FERNET_KEY="$AIRFLOW_FERNET_KEY"
+  export AIRFLOW__API_AUTH__JWT_SECRET="$AIRFLOW_JWT_SECRET"
+  export AIRFLOW__API__SECRET_KEY="$AIRFLOW_API_SECRET_KEY"
+  export AIRFLOW__API__HOST=127.0.0.1
+  export AIRFLOW__API__PORT="$LOCAL_STACK_AIRFLOW_PORT"
+  export AIRFLOW__API__WORKERS=1
+  export AIRFLOW__API__BASE_URL="$AIRFLOW_URL"
+  export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="$AIRFLOW_URL/execution/"
+  export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$AIRFLOW_PASSWORDS_FILE"
+  export MLFLOW_TRACKING_URI
+  export GIT_PYTHON_REFRESH=quiet
+  export PYTHONPATH="$PROJECT_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  export PATH="$BIN:$PATH"
 }
 
 launch_airflow() {
-  if pid_alive "$STACK_DIR/airflow.pid"; then log "airflow already running"; return 0; fi
   mkdir -p "$STACK_DIR/airflow"
   chmod 700 "$STACK_DIR/airflow"
-  spawn "$STACK_DIR/airflow.pid" "$STACK_DIR/airflow.log" env \
-    AIRFLOW_HOME="$STACK_DIR/airflow" \
-    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$AIRFLOW_DATABASE_URI" \
-    AIRFLOW__CORE__EXECUTOR=LocalExecutor \
-    AIRFLOW__CORE__DAGS_FOLDER="$PROJECT_ROOT/dags" \
-    AIRFLOW__CORE__LOAD_EXAMPLES=false \
-    AIRFLOW__API__HOST=127.0.0.1 \
-    AIRFLOW__API__PORT="$LOCAL_STACK_AIRFLOW_PORT" \
-    AIRFLOW__API__BASE_URL="$AIRFLOW_URL" \
-    AIRFLOW__CORE__EXECUTION_API_SERVER_URL="$AIRFLOW_URL/execution/" \
-    MLFLOW_TRACKING_URI="$MLFLOW_TRACKING_URI" \
-    PYTHONPATH="$PROJECT_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-    PATH="$BIN:$PATH" \
-    "$BIN/airflow" standalone
+  ( umask 077
+    printf '{"admin": "%s"}\n' "$AIRFLOW_ADMIN_PASSWORD" > "$AIRFLOW_PASSWORDS_FILE" )
+  local component
+  # A fresh start migrates the metadata database first; a restart of one crashed component
+  # (the api-server still up) does not need to.
+  if ! pid_alive "$STACK_DIR/airflow-api-server.pid"; then
+    ( airflow_environment; umask 077
+      "$BIN/airflow" db migrate >"$STACK_DIR/airflow-migrate.log" 2>&1 ) \
+      || { tail -n 40 "$STACK_DIR/airflow-migrate.log" >&2; die "airflow db migrate failed"; }
+  fi
+  for component in $AIRFLOW_COMPONENTS; do
+    if pid_alive "$STACK_DIR/airflow-$component.pid"; then
+      log "airflow $component already running"; continue
+    fi
+    local extra=()
+    # The log servers listen on every interface; the api-server reads the local log folder.
+    case "$component" in scheduler|triggerer) extra=(--skip-serve-logs) ;; esac
+    ( airflow_environment
+      spawn "$STACK_DIR/airflow-$component.pid" "$STACK_DIR/airflow-$component.log" \
+        "$BIN/airflow" "$component" "${extra[@]}" )
+    log "airflow $component started"
+  done
 }
 
 write_env_file() {
@@ -196,7 +243,7 @@ export AIRFLOW_URL='$AIRFLOW_URL'
 export AIRFLOW_HOME='$STACK_DIR/airflow'
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN='$AIRFLOW_DATABASE_URI'
 export MLFLOW_BACKEND_STORE_URI='$MLFLOW_BACKEND_STORE_URI'
-export AIRFLOW_ADMIN_PASSWORDS_FILE='$STACK_DIR/airflow/simple_auth_manager_passwords.json.generated'
+export AIRFLOW_ADMIN_PASSWORDS_FILE='$AIRFLOW_PASSWORDS_FILE'
 ENV
   )
 }
@@ -234,7 +281,13 @@ cmd_start() {
     wait_for mlflow "$MLFLOW_TRACKING_URI/health" "$STACK_DIR/mlflow.pid" "$STACK_DIR/mlflow.log"
   fi
   if wants airflow; then
-    wait_for airflow "$AIRFLOW_URL/api/v2/version" "$STACK_DIR/airflow.pid" "$STACK_DIR/airflow.log"
+    wait_for airflow "$AIRFLOW_URL/api/v2/version" "$STACK_DIR/airflow-api-server.pid" \
+      "$STACK_DIR/airflow-api-server.log"
+    local component
+    for component in $AIRFLOW_COMPONENTS; do
+      pid_alive "$STACK_DIR/airflow-$component.pid" \
+        || { tail -n 40 "$STACK_DIR/airflow-$component.log" >&2; die "airflow $component exited"; }
+    done
   fi
   trap - EXIT
   log "stack up in $((SECONDS - started_at))s; env file: $ENV_FILE"
@@ -243,7 +296,10 @@ cmd_start() {
 
 cmd_stop() {
   [ -d "$STACK_DIR" ] || { log "nothing to stop in $STACK_DIR"; return 0; }
-  stop_group airflow "$STACK_DIR/airflow.pid"
+  local component
+  for component in $AIRFLOW_COMPONENTS; do
+    stop_group "airflow $component" "$STACK_DIR/airflow-$component.pid"
+  done
   stop_group mlflow "$STACK_DIR/mlflow.pid"
   if [ -f "$PG_DIR/data/PG_VERSION" ] && as_pg_user pg_ctl -D "$PG_DIR/data" status >/dev/null 2>&1; then
     as_pg_user pg_ctl -D "$PG_DIR/data" -m fast -w -t 60 stop >/dev/null
@@ -267,7 +323,13 @@ cmd_status() {
     else echo "mlflow: down"; healthy=3; fi
   fi
   if wants airflow; then
-    if pid_alive "$STACK_DIR/airflow.pid" && http_ok "$AIRFLOW_URL/api/v2/version"; then
+    local component
+    for component in $AIRFLOW_COMPONENTS; do
+      if pid_alive "$STACK_DIR/airflow-$component.pid"; then
+        echo "airflow $component: up"
+      else echo "airflow $component: down"; healthy=3; fi
+    done
+    if http_ok "$AIRFLOW_URL/api/v2/version"; then
       echo "airflow: up ($AIRFLOW_URL)"
     else echo "airflow: down"; healthy=3; fi
   fi
