@@ -9,7 +9,7 @@ that is not the dataset at all stops with a one-line :class:`DatasetError`.
 
 from __future__ import annotations
 
-import argparse
+import csv
 import hashlib
 import io
 import logging
@@ -98,19 +98,51 @@ def extract_csv(payload: bytes) -> tuple[bytes, str]:
         raise DatasetError("the zip is corrupt or truncated") from exc
 
 
-def parse_csv_text(csv_bytes: bytes) -> pd.DataFrame:
-    """The table as text (``?`` and empty cells missing), checked to have the dataset's columns."""
+LONG_ROW_REASON = "row: more fields than the header"
+
+
+def _read_text_rows(csv_bytes: bytes) -> tuple[pd.DataFrame, dict[int, int]]:
+    """The table as text, rows with more fields than the header cut to its width; and, for each
+    such row (by 0-based data-row position), how many fields it had.
+
+    pandas' fast reader stops at such a row; this slower path runs only when it did.
+    """
+    reader = csv.reader(io.StringIO(csv_bytes.decode("utf-8")))
+    header = next(reader)
+    rows: list[list[str]] = []
+    long_rows: dict[int, int] = {}
+    for row in reader:
+        if not row:
+            continue
+        if len(row) > len(header):
+            long_rows[len(rows)] = len(row)
+            row = row[: len(header)]
+        rows.append(row + [""] * (len(header) - len(row)))
+    frame = pd.DataFrame(rows, columns=header, dtype=object)
+    missing = frame.isin([columns.MISSING_MARKER, ""])
+    return frame.mask(missing).astype(object), long_rows
+
+
+def parse_csv_text(csv_bytes: bytes) -> tuple[pd.DataFrame, dict[int, int]]:
+    """The table as text (``?`` and empty cells missing), checked to have the dataset's columns,
+    and the rows that had more fields than the header (position -> field count; see
+    :func:`_read_text_rows`), which ingest quarantines like rows with too few."""
     if not csv_bytes.strip():
         raise DatasetError("the CSV is empty")
     try:
         csv_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetError("the file is not a CSV text file (not UTF-8 text)") from exc
+    long_rows: dict[int, int] = {}
     try:
         frame = columns.read_encounters_csv(csv_bytes, as_text=True)
     except pd.errors.ParserError as exc:
-        detail = str(exc).strip().splitlines()[-1].removeprefix("Error tokenizing data. C error: ")
-        raise DatasetError(f"the file is not a well-formed CSV: {detail}") from exc
+        if "Expected" not in str(exc):
+            detail = (
+                str(exc).strip().splitlines()[-1].removeprefix("Error tokenizing data. C error: ")
+            )
+            raise DatasetError(f"the file is not a well-formed CSV: {detail}") from exc
+        frame, long_rows = _read_text_rows(csv_bytes)
     except pd.errors.EmptyDataError as exc:
         raise DatasetError("the CSV has no header") from exc
     header = list(frame.columns)
@@ -131,7 +163,29 @@ def parse_csv_text(csv_bytes: bytes) -> pd.DataFrame:
         raise DatasetError("wrong columns: duplicated column names")
     if frame.empty:
         raise DatasetError("the CSV has a header but no data rows")
-    return frame[list(columns.RAW_COLUMNS)]
+    return frame[list(columns.RAW_COLUMNS)], long_rows
+
+
+def _validate(text_frame: pd.DataFrame, long_rows: dict[int, int]) -> schema.ValidationResult:
+    """Schema validation, with the rows that had too many fields rejected as well."""
+    kept = text_frame.drop(index=list(long_rows))
+    result = schema.validate_encounters(kept.reset_index(drop=True))
+    if not long_rows:
+        return result
+    rejected = result.rejected
+    # validate_encounters numbers rows within ``kept``; renumber them within the whole file.
+    rejected[schema.SOURCE_ROW_COLUMN] = (
+        kept.index.to_numpy()[rejected[schema.SOURCE_ROW_COLUMN].to_numpy() - 1] + 1
+    )
+    too_long = text_frame.loc[sorted(long_rows)].copy()
+    too_long.insert(0, schema.SOURCE_ROW_COLUMN, [i + 1 for i in sorted(long_rows)])
+    too_long[schema.QUARANTINE_REASON_COLUMN] = LONG_ROW_REASON
+    rejected = pd.concat([rejected, too_long], ignore_index=True)
+    rejected = rejected.sort_values(schema.SOURCE_ROW_COLUMN, ignore_index=True)
+    counts = {**result.reason_counts, LONG_ROW_REASON: len(long_rows)}
+    return schema.ValidationResult(
+        valid=result.valid, rejected=rejected, reason_counts=dict(sorted(counts.items()))
+    )
 
 
 def warn_on_checksum(sha256: str) -> bool:
@@ -147,12 +201,26 @@ def warn_on_checksum(sha256: str) -> bool:
     return False
 
 
-def ingest(raw_data: str = "", data_uri: str = "") -> IngestResult:
+def _refuse_silent_replacement(
+    raw_table_uri: str, sha256_matches: bool, replace_raw_table: bool
+) -> None:
+    """A source that is not the published file may not replace a stored raw table unasked."""
+    if not sha256_matches and not replace_raw_table and storage.exists(raw_table_uri):
+        raise DatasetError(
+            f"the source is not the published file (sha256 mismatch) and {raw_table_uri} "
+            "already holds a raw table: pass --replace-raw-table true (-P replace_raw_table=true) "
+            "to replace it"
+        )
+
+
+def ingest(raw_data: str = "", data_uri: str = "", replace_raw_table: bool = False) -> IngestResult:
     """Fetch, check and validate the raw dataset; store the clean table and the quarantine file.
 
     Empty arguments mean the configured defaults (``HEALTH_PREDICT_RAW_DATA``,
-    ``HEALTH_PREDICT_DATA_URI``). Returns the locations, checksum verdict and row counts, which
-    are also logged to the MLflow experiment ``HealthPredict_Data``.
+    ``HEALTH_PREDICT_DATA_URI``). Nothing is written unless every row was read and at least one
+    passed; a source whose sha256 is not the published one replaces a stored raw table only with
+    ``replace_raw_table``. Returns the locations, checksum verdict and row counts, which are also
+    logged to the MLflow experiment ``HealthPredict_Data``.
     """
     source = raw_data or config.raw_data_source()
     root = data_uri or config.data_uri()
@@ -162,18 +230,18 @@ def ingest(raw_data: str = "", data_uri: str = "") -> IngestResult:
     source_sha256 = hashlib.sha256(csv_bytes).hexdigest()
     sha256_matches = warn_on_checksum(source_sha256)
 
-    text_frame = parse_csv_text(csv_bytes)
-    validation = schema.validate_encounters(text_frame)
+    text_frame, long_rows = parse_csv_text(csv_bytes)
+    validation = _validate(text_frame, long_rows)
     rejected = validation.rejected
     quarantine_uri = storage.join(root, config.QUARANTINE_KEY)
-    storage.write_bytes(quarantine_uri, columns.to_raw_csv_bytes(rejected))
+    raw_table_uri = storage.join(root, config.RAW_DATA_KEY)
     if validation.valid.empty:
         raise DatasetError(
-            f"no row passed validation ({len(rejected)} rows quarantined in {quarantine_uri})"
+            f"no row passed validation ({len(rejected)} rows rejected; nothing was written)"
         )
+    _refuse_silent_replacement(raw_table_uri, sha256_matches, replace_raw_table)
     raw_table_bytes = columns.to_raw_csv_bytes(validation.valid)
-    raw_table_uri = storage.write_bytes(storage.join(root, config.RAW_DATA_KEY), raw_table_bytes)
-
+    quarantine_bytes = columns.to_raw_csv_bytes(rejected)
     summary = {
         "source": source,
         "source_kind": kind,
@@ -182,11 +250,16 @@ def ingest(raw_data: str = "", data_uri: str = "") -> IngestResult:
         "expected_sha256": config.RAW_CSV_SHA256,
         "sha256_matches": sha256_matches,
         "raw_table_sha256": hashlib.sha256(raw_table_bytes).hexdigest(),
+        "quarantine_sha256": hashlib.sha256(quarantine_bytes).hexdigest(),
         "source_rows": len(text_frame),
         "clean_rows": len(validation.valid),
         "quarantined_rows": len(rejected),
         "quarantine_reasons": validation.reason_counts,
     }
+    # Only now, with every output computed, is anything written: each object atomically, the
+    # summary last; it names the sha256 of the other two, so a write cut short is detectable.
+    storage.write_bytes(quarantine_uri, quarantine_bytes)
+    storage.write_bytes(raw_table_uri, raw_table_bytes)
     storage.write_json(summary, storage.join(root, config.INGEST_SUMMARY_KEY))
     if len(rejected):
         logger.warning(
@@ -235,17 +308,25 @@ def ingest(raw_data: str = "", data_uri: str = "") -> IngestResult:
     )
 
 
+HELP = {
+    "raw_data": "URL, CSV or zip path of the dataset (empty: HEALTH_PREDICT_RAW_DATA or UCI)",
+    "data_uri": "data-store root (empty: HEALTH_PREDICT_DATA_URI or ./data)",
+    "replace_raw_table": "true: a source with a sha256 mismatch may replace a stored raw table",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m steps.ingest [--raw-data SRC] [--data-uri URI]``; 2 on a bad dataset."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw-data", default="", help="URL, CSV or zip path (default: config)")
-    parser.add_argument("--data-uri", default="", help="data-store root (default: config)")
-    args = parser.parse_args(argv)
+    args = config.entry_point_parser("ingest", __doc__, HELP).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        result = ingest(raw_data=args.raw_data, data_uri=args.data_uri)
+        result = ingest(
+            raw_data=args.raw_data,
+            data_uri=args.data_uri,
+            replace_raw_table=str(args.replace_raw_table).lower() == "true",
+        )
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
