@@ -342,7 +342,7 @@ def run_registration(
     eval_data_uri = eval_data_uri or storage.join(_data_root(data_uri), config.INITIAL_TEST_KEY)
     parameters = {"train_run_id": train_run_id, "eval_data_uri": eval_data_uri}
     parameters.update(gate or {})
-    register_run_id = tracking.run_entry_point("register", parameters, run_key=run_key)
+    register_run_id = run_entry_point("register", parameters, run_key=run_key)
     return registration_outcome(train_run_id, register_run_id)
 
 
