@@ -7,8 +7,10 @@ Logged with MLflow's models-from-code: this file is the model's code and ends wi
 
 from __future__ import annotations
 
+import io
+import pickle
 import tempfile
-from importlib.metadata import version
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import joblib
@@ -23,10 +25,9 @@ from custom_pyfunc.predictor import ReadmissionPredictor
 
 PREDICTOR_ARTIFACT = "predictor"
 PREDICTOR_FILE = "predictor.joblib"
-# Distributions the model needs at serving time, pinned to the versions it was trained with.
-SERVING_DISTRIBUTIONS = (
-    "mlflow", "pandas", "numpy", "scikit-learn", "lightgbm", "xgboost", "joblib", "scipy",
-)  # fmt: skip
+# Distributions every model needs at serving time, pinned to the versions it was trained with;
+# the fitted estimator's own library (lightgbm, xgboost, ...) is added per model.
+SERVING_DISTRIBUTIONS = ("mlflow", "pandas", "numpy", "scikit-learn", "joblib", "scipy")
 
 
 class ReadmissionModel(mlflow.pyfunc.PythonModel):
@@ -63,9 +64,28 @@ def example_input() -> pd.DataFrame:
     return pd.DataFrame([row])[list(columns.INPUT_COLUMNS)]
 
 
-def pinned_requirements() -> list[str]:
-    """``name==version`` of every distribution in ``SERVING_DISTRIBUTIONS``."""
-    return [f"{name}=={version(name)}" for name in SERVING_DISTRIBUTIONS]
+class _ModuleRecorder(pickle.Pickler):
+    """A pickler that notes the top-level module of every class and function it meets."""
+
+    def __init__(self, file):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.modules: set[str] = set()
+
+    def reducer_override(self, obj):
+        owner = obj if isinstance(obj, type) else type(obj)
+        self.modules.add((getattr(owner, "__module__", None) or "").split(".")[0])
+        return NotImplemented
+
+
+def pinned_requirements(predictor: ReadmissionPredictor) -> list[str]:
+    """``name==version`` of ``SERVING_DISTRIBUTIONS`` and of every installed distribution whose
+    classes the fitted ``predictor`` holds (a LightGBM model needs lightgbm, not xgboost)."""
+    recorder = _ModuleRecorder(io.BytesIO())
+    recorder.dump(predictor)
+    owners = packages_distributions()
+    used = {dist for module in recorder.modules for dist in owners.get(module, [])}
+    names = dict.fromkeys([*SERVING_DISTRIBUTIONS, *sorted(used - set(SERVING_DISTRIBUTIONS))])
+    return [f"{name}=={version(name)}" for name in names]
 
 
 def log_readmission_model(predictor: ReadmissionPredictor, name: str = "model") -> ModelInfo:
@@ -81,7 +101,7 @@ def log_readmission_model(predictor: ReadmissionPredictor, name: str = "model") 
             code_paths=[str(package_dir)],
             signature=input_signature(),
             input_example=example_input(),
-            pip_requirements=pinned_requirements(),
+            pip_requirements=pinned_requirements(predictor),
         )
 
 

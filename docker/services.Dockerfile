@@ -1,21 +1,38 @@
-# Image for the services stack's Python processes: the Airflow components and the MLflow
-# tracking server. Airflow's official image plus the project's pinned requirements, so DAG tasks
-# can run the MLflow Project entry points with env_manager=local.
-FROM docker.io/library/docker:28.2.2-cli AS docker-cli
+# Image for every service of the compose stack but the model server: PostgreSQL (Debian's), moto's
+# S3 server, the MLflow tracking server and the Airflow 3 components, all on the project's pinned
+# requirements.lock, so DAG tasks run the MLflow Project entry points with env_manager=local.
+# Built by `make images` (steps/images.py) FROM the BASE_IMAGE build argument; pip reads
+# PIP_NO_INDEX/PIP_FIND_LINKS when given (offline builds from the host's wheelhouse).
+ARG BASE_IMAGE=python:3.11-slim
+# checkov:skip=CKV_DOCKER_7: FROM is the BASE_IMAGE build argument, whose default python:3.11-slim is a version tag
+FROM ${BASE_IMAGE}
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
+ARG PIP_NO_CACHE_DIR=1
 
-FROM docker.io/apache/airflow:3.3.2-python3.11
+RUN apt-get -y update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      postgresql-15 curl git \
+ && rm -rf /var/lib/apt/lists/*
 
-# The deployment DAG builds the API image through the host's Docker socket (compose.kind.yml).
-COPY --from=docker-cli /usr/local/bin/docker /usr/local/bin/docker
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-deps -r /tmp/requirements.lock && rm /tmp/requirements.lock
 
-COPY --chown=airflow:0 requirements.lock /tmp/requirements.lock
-RUN pip install --no-cache-dir -r /tmp/requirements.lock \
-    && rm /tmp/requirements.lock
+# The Airflow user (uid 50000, group 0 as in Airflow's official image) and its writable home.
+# Named volumes start with the ownership of these folders: Airflow's, the MLflow auth database's
+# and PostgreSQL's data folder.
+RUN useradd --uid 50000 --gid 0 --home-dir /opt/airflow --create-home --shell /bin/bash airflow \
+ && mkdir -p /opt/airflow/logs /opt/airflow/auth /var/lib/mlflow-auth /var/lib/postgresql/data \
+ && chown -R 50000:0 /opt/airflow /var/lib/mlflow-auth && chmod -R g+rwX /opt/airflow \
+ && chown postgres:postgres /var/lib/postgresql/data
 
-ENV PYTHONPATH=/opt/health-predict
+ENV PATH=/usr/lib/postgresql/15/bin:$PATH \
+    AIRFLOW_HOME=/opt/airflow \
+    PYTHONPATH=/opt/health-predict \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
 WORKDIR /opt/health-predict
-
-USER airflow
+USER 50000:0
 
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=5 \
     CMD ["python", "-c", "import airflow, mlflow"]

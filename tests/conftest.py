@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures_mlflow_server",
     "tests.fixtures_serving",
     "tests.fixtures_airflow",
+    "tests.fixtures_docker",
 ]
 
 SHARED_ZIP = config.PROJECT_ROOT.parent / "shared" / "data" / "dataset_diabetes.zip"

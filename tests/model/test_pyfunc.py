@@ -81,6 +81,8 @@ def test_logged_model_declares_signature_example_and_pinned_requirements(logged_
     pins = Path(requirements).read_text().split()
     for name in ("mlflow", "scikit-learn", "lightgbm", "pandas"):
         assert any(pin.startswith(f"{name}==") for pin in pins), name
+    # Only the fitted family's library: a LightGBM model does not pull in xgboost.
+    assert not any(pin.startswith(("xgboost==", "catboost==")) for pin in pins), pins
     example = model.example_input()
     assert example.shape == (1, len(columns.INPUT_COLUMNS))
 

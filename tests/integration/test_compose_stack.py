@@ -1,0 +1,158 @@
+"""The compose services stack for real: up from the locally built images, a training DAG run
+through Airflow's REST API, the champion served by the stack's serving container, then down -v.
+
+Real parts: Docker engine, docker-compose.yml with Debian's PostgreSQL, moto's S3 server (the one
+S3-compatible store available here), MLflow behind its basic-auth app, Airflow 3 (api-server,
+scheduler with LocalExecutor, dag-processor, triggerer) and the serving image. The stack runs under
+its own compose project name, env file (generated secrets) and free loopback ports.
+
+It costs about as much as the rest of the container tests together (the services image holds the
+whole requirements.lock), so it runs only with ``HEALTH_PREDICT_STACK_TEST=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import pytest
+import requests
+
+from steps import deploy, images, serve, stack
+from tests.api.test_scoring_api import encounter_records
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("HEALTH_PREDICT_STACK_TEST") != "1",
+        reason="set HEALTH_PREDICT_STACK_TEST=1 to run the compose stack (about 20 min cold)",
+    ),
+]
+
+TRAINING_DAG = "health_predict_training_hpo"
+TINY_TRAINING = {"run_split": True, "families": "logreg", "trials_per_family": 2,
+                 "deploy_target": "none"}  # fmt: skip
+
+
+def wait_for(condition, timeout_s: float, what: str, poll_s: float = 3.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def healthy(docker_client, project: str, services: set[str]) -> bool:
+    found = {}
+    for container in docker_client.containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={project}"}
+    ):
+        name = container.labels["com.docker.compose.service"]
+        health = container.attrs["State"].get("Health", {}).get("Status")
+        found[name] = health == "healthy"
+    return all(found.get(name) for name in services)
+
+
+@pytest.fixture(scope="module")
+def compose_stack(docker_client, tmp_path_factory):
+    """(project, env values, env file) of a running stack; torn down with ``down -v`` after."""
+    project = f"hp-test-{uuid.uuid4().hex[:8]}"
+    env_file = tmp_path_factory.mktemp("stack") / ".env"
+    ports = {name: str(serve.free_port()) for name in ("MLFLOW", "AIRFLOW", "SERVING")}
+    values = stack.write_env(
+        env_file,
+        {
+            "SERVICES_IMAGE": images.build_services_image(docker_client),
+            "MLFLOW_PORT": ports["MLFLOW"],
+            "AIRFLOW_PORT": ports["AIRFLOW"],
+            "SERVING_PORT": ports["SERVING"],
+        },
+    )
+    try:
+        stack.compose("up", "-d", env_file=env_file, project=project)
+        wait_for(
+            lambda: healthy(docker_client, project, {"postgres", "mlflow", "airflow-apiserver",
+                                                     "airflow-scheduler"}),
+            900, "the stack to become healthy", poll_s=5,
+        )  # fmt: skip
+        yield project, values, env_file
+    finally:
+        stack.compose("--profile", "serving", "down", "-v", "--remove-orphans",
+                      env_file=env_file, project=project, check=False)  # fmt: skip
+
+
+def airflow_token(base: str, project: str, env_file) -> str:
+    password_file = stack.compose(
+        "exec", "-T", "airflow-apiserver", "cat", "/opt/airflow/auth/passwords.json",
+        env_file=env_file, project=project,
+    ).stdout  # fmt: skip
+    password = json.loads(password_file)["admin"]
+    response = requests.post(
+        f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=30
+    )
+    assert response.status_code in (200, 201), response.text
+    return response.json()["access_token"]
+
+
+def test_training_dag_through_rest_then_prediction_from_serving(compose_stack, docker_client):
+    project, values, env_file = compose_stack
+    base = f"http://127.0.0.1:{values['AIRFLOW_PORT']}"
+    headers = {"Authorization": f"Bearer {airflow_token(base, project, env_file)}"}
+    wait_for(
+        lambda: requests.get(f"{base}/api/v2/dags/{TRAINING_DAG}", headers=headers, timeout=30).ok,
+        300, "the dag-processor to parse the training DAG",
+    )  # fmt: skip
+    requests.patch(
+        f"{base}/api/v2/dags/{TRAINING_DAG}", json={"is_paused": False}, headers=headers, timeout=30
+    ).raise_for_status()
+    run = requests.post(
+        f"{base}/api/v2/dags/{TRAINING_DAG}/dagRuns",
+        json={"logical_date": None, "conf": TINY_TRAINING}, headers=headers, timeout=30,
+    )  # fmt: skip
+    assert run.status_code == 200, run.text
+    run_id = run.json()["dag_run_id"]
+
+    def finished():
+        state = requests.get(
+            f"{base}/api/v2/dags/{TRAINING_DAG}/dagRuns/{run_id}", headers=headers, timeout=30
+        ).json()["state"]
+        return state if state in ("success", "failed") else None
+
+    assert wait_for(finished, 1800, "the training DAG run", poll_s=10) == "success"
+
+    # The champion, read from the stack's MLflow (basic auth), served by the stack's container.
+    os.environ.update({
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{values['MLFLOW_PORT']}",
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_ADMIN_PASSWORD"],
+    })  # fmt: skip
+    unauthenticated = requests.get(
+        f"http://127.0.0.1:{values['MLFLOW_PORT']}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1}, timeout=30,
+    )  # fmt: skip
+    assert unauthenticated.status_code == 401
+    image = deploy.build_serving_image(deploy.DEFAULT_MODEL_URI)
+    stack.write_env(env_file, {"SERVING_IMAGE": image.tag})
+    stack.compose("--profile", "serving", "up", "-d", "serving", env_file=env_file,
+                  project=project)  # fmt: skip
+    wait_for(lambda: healthy(docker_client, project, {"serving"}), 300, "the serving container")
+    response = requests.post(
+        f"http://127.0.0.1:{values['SERVING_PORT']}/invocations",
+        json={"dataframe_records": encounter_records(2)}, timeout=60,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["predictions"]) == 2
+
+
+def test_down_leaves_nothing_behind(compose_stack, docker_client):
+    project, _, env_file = compose_stack
+    stack.compose("--profile", "serving", "down", "-v", "--remove-orphans", env_file=env_file,
+                  project=project)  # fmt: skip
+    label = {"label": f"com.docker.compose.project={project}"}
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert docker_client.volumes.list(filters=label) == []
+    assert docker_client.networks.list(filters=label) == []
