@@ -14,7 +14,7 @@ export HEALTH_PREDICT_RAW_DATA := $(SHARED_ZIP)
 endif
 endif
 
-.PHONY: setup demo test lint lock clean-local images
+.PHONY: setup demo test test-fast lint lock clean-local images
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The edit-test loop: everything but the tests marked slow (training, servers, Airflow runs).
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 # Every image (base, services, and the champion's serving image when a champion exists); only
 # what changed is rebuilt (content-addressed tags). See steps/images.py.

@@ -50,6 +50,11 @@ CODED_ID_VALUES: dict[str, frozenset[int]] = {
     "admission_source_id": frozenset(range(1, 27)),
 }
 
+# Lab results whose "not measured" value is the text ``None``; pandas' default CSV reader turns it
+# into NaN, so a null here means "not measured" too (see :func:`fill_not_measured`).
+NOT_MEASURED = "None"
+NOT_MEASURED_COLUMNS = ("max_glu_serum", "A1Cresult")
+
 # Columns where the raw data has missing values (``?``); every other column is always filled.
 NULLABLE_COLUMNS = (
     "race", "weight", "payer_code", "medical_specialty", "diag_1", "diag_2", "diag_3",
@@ -118,6 +123,23 @@ def read_encounters_csv(source: str | bytes | IO[bytes], *, as_text: bool = Fals
         keep_default_na=False,
         na_values=[MISSING_MARKER, ""],
     )
+
+
+def fill_not_measured(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with nulls in ``NOT_MEASURED_COLUMNS`` replaced by ``"None"`` (not measured).
+
+    A copy only when there is something to fill; other columns and other values are untouched.
+    """
+    present = [c for c in NOT_MEASURED_COLUMNS if c in frame.columns and frame[c].isna().any()]
+    if not present:
+        return frame
+    filled = {
+        c: (frame[c] if pd.api.types.is_string_dtype(frame[c]) else frame[c].astype(object)).fillna(
+            NOT_MEASURED
+        )
+        for c in present
+    }
+    return frame.assign(**filled)
 
 
 def to_raw_csv_bytes(frame: pd.DataFrame) -> bytes:

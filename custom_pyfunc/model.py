@@ -36,6 +36,7 @@ class ReadmissionModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self._predictor: ReadmissionPredictor = joblib.load(context.artifacts[PREDICTOR_ARTIFACT])
         serving.install()
+        validation.install_csv_reader()
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         frame = validation.validate_model_input(model_input)

@@ -12,10 +12,11 @@ even when the server tries to prepend the input to it.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
@@ -83,11 +84,17 @@ def input_schema() -> Schema:
 
 def max_batch_rows() -> int | None:
     """Largest accepted batch: ``HEALTH_PREDICT_MAX_BATCH_ROWS``, else 10,000 when served by
-    MLflow's scoring server and unlimited in-process (monitoring scores whole batches)."""
+    MLflow's scoring server and unlimited elsewhere (monitoring and ``mlflow models predict``
+    score whole files)."""
     configured = os.environ.get(MAX_BATCH_ROWS_ENV)
     if configured:
         return int(configured)
-    return DEFAULT_MAX_BATCH_ROWS if _MLFLOW_IS_IN_SERVING_ENVIRONMENT.get() else None
+    return DEFAULT_MAX_BATCH_ROWS if _in_scoring_server() else None
+
+
+def _in_scoring_server() -> bool:
+    """True inside MLflow's scoring server (not in ``mlflow models predict``, a batch job)."""
+    return "mlflow.pyfunc.scoring_server.app" in sys.modules
 
 
 def _type_names(values) -> str:
@@ -199,7 +206,8 @@ def validate_model_input(frame: pd.DataFrame) -> pd.DataFrame:
     Counts and coded ids come back as integers; text columns keep their values (missing as
     None/NaN). Raises :class:`InvalidModelInput` listing every problem found: empty or oversized
     batch, duplicated or missing columns, wrong types (text in a count, a fraction in an integer
-    column, a number in a text column), nulls outside ``columns.NULLABLE_COLUMNS``, out-of-range
+    column, a number in a text column), nulls outside ``columns.NULLABLE_COLUMNS`` (a null in
+    ``columns.NOT_MEASURED_COLUMNS`` is read as ``"None"``, not measured), out-of-range
     counts, unknown coded ids and values outside a closed category set. Open sets (payer,
     specialty, ICD-9 codes) accept unseen values; the features handle them.
     """
@@ -221,7 +229,7 @@ def validate_model_input(frame: pd.DataFrame) -> pd.DataFrame:
         raise InvalidModelInput([f"missing required columns {missing}"])
 
     problems: list[str] = []
-    selected = frame[list(columns.INPUT_COLUMNS)]
+    selected = columns.fill_not_measured(frame[list(columns.INPUT_COLUMNS)])
     block = selected.to_numpy(dtype=object)
     for name in _TEXT_COLUMNS:
         if problem := _text_problem(name, block[:, _POSITION[name]]):
@@ -230,3 +238,49 @@ def validate_model_input(frame: pd.DataFrame) -> pd.DataFrame:
     if problems:
         raise InvalidModelInput(problems)
     return selected.assign(**coerced) if coerced else selected
+
+
+def read_csv_input(csv_input, schema: Schema | None = None) -> pd.DataFrame:
+    """Encounters from a CSV body, file path or stream, read as the project writes its files.
+
+    Replaces MLflow's ``parse_csv_input`` (see :func:`install_csv_reader`): ``?`` and empty cells
+    are missing, ``None`` stays text, ICD-9 codes stay text (pandas' default reader turns
+    ``428`` into ``428.0`` and a column of such codes into numbers), counts and coded ids become
+    numbers where they are numbers (anything else is left for :func:`validate_model_input` to
+    name). ``schema`` is accepted for MLflow's call and not needed.
+    """
+    payload = csv_input.read() if hasattr(csv_input, "read") else Path(csv_input).read_bytes()
+    try:
+        text = payload if isinstance(payload, str) else payload.decode("utf-8")
+        frame = columns.read_encounters_csv(text.encode("utf-8"), as_text=True)
+    except (ValueError, pd.errors.ParserError, UnicodeError):
+        raise InvalidModelInput(
+            ["the CSV input cannot be read as a table (UTF-8, a header line, one row per line)"]
+        ) from None
+    converted: dict[str, pd.Series] = {}
+    for name in frame.columns:
+        values = frame[name]
+        if name in columns.INTEGER_INPUT_COLUMNS:
+            numbers = pd.to_numeric(values, errors="coerce")
+            if numbers.notna().sum() == values.notna().sum():
+                converted[name] = numbers
+            else:  # keep the text cells so that validation can count them
+                converted[name] = values.astype(object).where(numbers.isna(), numbers)
+        else:
+            converted[name] = values.astype("string")
+    return frame.assign(**converted)
+
+
+def install_csv_reader() -> None:
+    """Make MLflow read CSV input with :func:`read_csv_input` in this process (idempotent).
+
+    MLflow's ``text/csv`` handler (scoring server) and ``mlflow models predict -t csv`` parse with
+    pandas' defaults or the signature's types; neither can read the project's own files (ICD-9
+    codes become floats, ``None`` becomes NaN, ``Any`` columns have no pandas type). Both look
+    ``parse_csv_input`` up in ``mlflow.pyfunc.scoring_server`` at call time, after loading the
+    model, so the model's ``load_context`` replaces it there. Does nothing in processes that
+    have not imported the scoring server.
+    """
+    scoring_server = sys.modules.get("mlflow.pyfunc.scoring_server")
+    if scoring_server is not None:
+        scoring_server.parse_csv_input = read_csv_input

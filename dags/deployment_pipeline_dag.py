@@ -25,25 +25,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
-
-default_args = {
-    "owner": "health-predict",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=15),
-    "execution_timeout": timedelta(minutes=30),
-}
+from health_predict_common import DEFAULT_ARGS, DEPLOYMENT_DAG_ID, TRAINING_DAG_ID
 
 
 @dag(
-    dag_id="health_predict_api_deployment",
+    dag_id=DEPLOYMENT_DAG_ID,
     doc_md=__doc__,
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=DEFAULT_ARGS,
     params={
         "target": Param("k8s", enum=["k8s", "local"], description="Where to deploy"),
         "model_version": Param(
@@ -65,7 +57,7 @@ def health_predict_api_deployment():
 
         version = get_current_context()["params"]["model_version"] or loop.champion_version()
         if not version:
-            raise RuntimeError("no champion model to deploy: run health_predict_training_hpo first")
+            raise RuntimeError(f"no champion model to deploy: run {TRAINING_DAG_ID} first")
         return {"version": str(version), "model_uri": loop.model_uri(str(version))}
 
     @task.branch
@@ -76,7 +68,7 @@ def health_predict_api_deployment():
     @task(execution_timeout=timedelta(hours=1))
     def deploy_kubernetes(model: dict) -> str:
         """Run the deploy entry point for Kubernetes; returns its MLflow run id."""
-        from steps.monitoring import loop
+        from steps.core import tracking
 
         params = get_current_context()["params"]
         options = {
@@ -86,7 +78,7 @@ def health_predict_api_deployment():
         }
         if params["rollout_timeout_s"]:
             options["rollout_timeout_s"] = params["rollout_timeout_s"]
-        return loop.run_entry_point(
+        return tracking.run_entry_point(
             "deploy", {"target": "k8s", "model_uri": model["model_uri"], **options}
         )
 

@@ -4,20 +4,30 @@
 Each run handles the next `batch_size` rows of `processed_data/future_data.csv`:
 
 1. **read_loop_state**: the loop state (next batch index, batches seen, champion versions) is a
-   JSON object in the data store (`monitoring_state/loop_state.json`), never XCom;
-2. **prepare_batch**: store the batch under `current_batch_for_monitoring/batch_<index>.csv`
-   (rewriting the same index writes the same rows); **end_of_data** when nothing is left;
+   JSON object in the data store (`monitoring_state/loop_state.json`), never XCom. Without a
+   prepared split (`processed_data/future_data.csv`) or a champion model it fails at once, writes
+   nothing and says what to run first: unpausing this DAG on a fresh install starts its `@daily`
+   schedule with default parameters, and that first run stops here;
+2. **prepare_batch**: store the batch's inputs (no labels: they have not matured) under
+   `current_batch_for_monitoring/batch_<index>.csv` (rewriting the same index writes the same rows);
+   **end_of_data** when nothing is left;
 3. **resolve_champion**: pin the `champion` alias to a version for this run;
-4. **monitor_batch**: the `monitor` entry point (Evidently drift, prediction drift, performance and
-   calibration when labels are in) decides `DRIFT_DETECTED` or `NO_DRIFT`;
-5. **choose_action**: no drift, or no handled batch to learn from yet: nothing to do; otherwise
-   retrain on the initial training data plus every batch already handled (labels known), and gate
-   the challenger on this batch, which neither model has seen;
+4. **monitor_batch**: the `monitor` entry point decides `DRIFT_DETECTED` or `NO_DRIFT` from the
+   new inputs (data drift, prediction drift, ROC-AUC estimated without labels by CBPE) and from
+   the champion's realised ROC-AUC and calibration on the newest batch whose labels have matured;
+5. **choose_action**: no drift, or fewer than two batches with matured labels: nothing to do;
+   otherwise retrain on the initial training data plus the matured batches but the newest, and
+   gate the challenger on the newest matured batch, which neither model has seen;
 6. **record_batch**: advance the loop state (only now: a run killed earlier redoes its batch on the
    next run; advancing twice is a no-op, so a batch is never skipped or counted twice) and tag the
    monitoring run with what was done.
 
 `max_active_runs=1` keeps batches in order.
+
+**Label lag** (param `label_lag_batches`, fixed per loop): 30-day labels of batch `i` mature when
+batch `i + lag` is handled. Empty = 30 days at the batch size (about 27.9 encounters per day in
+1999-2008: one batch of 5,000 rows spans about 179 days, so the default lag is 1). Nothing is
+monitored for performance, trained or gated on an unmatured label.
 
 **Retraining modes** (param `retrain_mode`):
 
@@ -45,25 +55,22 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task
+from health_predict_common import (
+    DEFAULT_ARGS,
+    GATE_PARAMS,
+    MONITORING_DAG_ID,
+    TRAINING_DAG_ID,
+    deploy_branch,
+    deploy_target_param,
+    gate_params,
+)
 
-TRAINING_DAG_ID = "health_predict_training_hpo"
-DEPLOYMENT_DAG_ID = "health_predict_api_deployment"
 MONITOR_THRESHOLDS = (
     "auc_drop",
     "calibration_ratio",
     "prediction_drift_psi",
     "important_drift_share",
 )
-GATE_PARAMS = ("margin", "auc_floor", "max_subgroup_recall_gap", "n_bootstrap")
-
-default_args = {
-    "owner": "health-predict",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=15),
-    "execution_timeout": timedelta(minutes=30),
-}
 
 
 def _optional_number(description: str, minimum: float | None = None) -> Param:
@@ -78,17 +85,21 @@ def _params() -> dict:
         "batch_size": Param(
             None, type=["null", "integer"], minimum=1, description="Rows per batch (fixed per loop)"
         ),
+        "label_lag_batches": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Batches until labels mature (fixed per loop); null = 30 days",
+        ),
         "retrain_mode": Param("trigger", enum=["trigger", "inline"], description="See the docs"),
         "families": Param(
             None, type=["null", "string"], description="Retraining model families, comma-separated"
         ),
         "trials_per_family": Param(None, type=["null", "integer"], minimum=1),
         "time_budget_s": _optional_number("HPO time budget per retraining (s)", 1),
-        "deploy_target": Param(
-            "k8s", enum=["k8s", "local", "none"], description="Deployment after a promotion"
-        ),
+        "deploy_target": deploy_target_param(),
         **{name: _optional_number(f"monitor threshold {name}") for name in MONITOR_THRESHOLDS},
-        **{name: _optional_number(f"register gate parameter {name}") for name in GATE_PARAMS},
+        **gate_params(),
     }
 
 
@@ -103,9 +114,9 @@ def _loop_and_batch(params: dict, loop_id: str, batch: dict):
 
 
 def _training_options(params: dict) -> dict:
-    from steps.monitoring import loop
+    from steps.core import config
 
-    defaults = loop.project_defaults("simulate")
+    defaults = config.project_defaults("simulate")
     return {
         "families": params["families"] or defaults["families"],
         "trials_per_family": int(params["trials_per_family"] or defaults["trials_per_family"]),
@@ -114,25 +125,47 @@ def _training_options(params: dict) -> dict:
 
 
 @dag(
-    dag_id="health_predict_monitoring_retraining",
+    dag_id=MONITORING_DAG_ID,
     doc_md=__doc__,
     schedule="@daily",
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=DEFAULT_ARGS,
     params=_params(),
     tags=["health-predict", "monitoring"],
 )
 def health_predict_monitoring_retraining():
     @task
     def read_loop_state() -> dict:
-        """The loop id and the index of the batch this run handles."""
+        """The loop id and the index of the batch this run handles.
+
+        Refuses (fails at once, no retry, nothing written) on an install with no prepared split
+        or no champion yet, e.g. the first scheduled run after unpausing this DAG on a fresh
+        install.
+        """
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from steps.core import config, storage
         from steps.monitoring import loop
 
         params = get_current_context()["params"]
-        batch_size = params["batch_size"] or loop.project_defaults("simulate")["batch_size"]
-        state = loop.start_or_resume(int(batch_size), params["data_uri"] or None)
+        future_data = storage.join(params["data_uri"] or config.data_uri(), config.FUTURE_DATA_KEY)
+        if not storage.exists(future_data):
+            raise AirflowFailException(
+                f"no prepared split: {future_data} does not exist. Trigger {TRAINING_DAG_ID} "
+                "with run_split=true first (or run the ingest and split entry points); until "
+                "then this DAG monitors nothing"
+            )
+        if loop.champion_version() is None:
+            raise AirflowFailException(
+                f"no champion model yet: trigger {TRAINING_DAG_ID} first; until then this DAG "
+                "monitors nothing"
+            )
+        batch_size = params["batch_size"] or config.project_defaults("simulate")["batch_size"]
+        state = loop.start_or_resume(
+            int(batch_size), params["data_uri"] or None, params["label_lag_batches"]
+        )
         return {
             "loop_id": state.loop_id,
             "batch_index": state.next_batch_index,
@@ -197,7 +230,7 @@ def health_predict_monitoring_retraining():
 
         params = get_current_context()["params"]
         loop_state = loop.load_state(params["data_uri"] or None)
-        if not loop.should_retrain(monitoring["decision"], loop_state):
+        if not loop.should_retrain(monitoring["decision"], loop_state, state["batch_index"]):
             return "skip_retraining"
         if params["retrain_mode"] == "inline":
             return "retrain_inline"
@@ -225,28 +258,6 @@ def health_predict_monitoring_retraining():
             return {"train_run_id": None, "champion_changed": False}
         return {**asdict(outcome), "champion_changed": outcome.champion_changed}
 
-    @task.branch
-    def deployment_needed(outcome: dict) -> str:
-        target = get_current_context()["params"]["deploy_target"]
-        if outcome["champion_changed"] and target != "none":
-            return "trigger_deployment"
-        return "no_deployment"
-
-    trigger_deployment = TriggerDagRunOperator(
-        task_id="trigger_deployment",
-        trigger_dag_id=DEPLOYMENT_DAG_ID,
-        trigger_run_id=(
-            "deploy__{{ ti.xcom_pull(task_ids='read_loop_state')['loop_id'] }}__batch_"
-            "{{ '%05d' % ti.xcom_pull(task_ids='read_loop_state')['batch_index'] }}"
-        ),
-        conf={
-            "target": "{{ params.deploy_target }}",
-            "model_version": "{{ ti.xcom_pull(task_ids='retrain_inline')['champion_after'] }}",
-        },
-        skip_when_already_exists=True,
-    )
-    no_deployment = EmptyOperator(task_id="no_deployment")
-
     @task
     def prepare_training_request(state: dict, batch: dict) -> dict:
         """The training DAG's run id and conf for this batch (retraining data stored)."""
@@ -255,12 +266,13 @@ def health_predict_monitoring_retraining():
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
         run_id = loop.trigger_run_id(loop_state, stored_batch.index, "retrain")
+        extra_train_uri, eval_data_uri = loop.retraining_inputs(
+            loop_state, stored_batch.index, params["data_uri"] or None
+        )
         conf = {
             "data_uri": params["data_uri"],
-            "extra_train_uri": loop.build_retraining_data(
-                loop_state.batches_seen, params["data_uri"] or None
-            ),
-            "eval_data_uri": stored_batch.uri,
+            "extra_train_uri": extra_train_uri,
+            "eval_data_uri": eval_data_uri,
             "run_key": run_id,
             "deploy_target": params["deploy_target"],
             **_training_options(params),
@@ -296,12 +308,13 @@ def health_predict_monitoring_retraining():
             )
         if run_state != "success":
             return PokeReturnValue(is_done=False)
+        from steps.core import tracking
         from steps.monitoring import loop
 
         return PokeReturnValue(
             is_done=True,
             xcom_value={
-                "train_run_id": loop.finished_run_with_key("train", request["trigger_run_id"]),
+                "train_run_id": tracking.finished_run_with_key("train", request["trigger_run_id"]),
                 "champion_after": loop.champion_version(),
             },
         )
@@ -313,7 +326,7 @@ def health_predict_monitoring_retraining():
 
     @task
     def record_batch(state: dict, batch: dict, monitoring: dict) -> dict:
-        """Advance the loop state past this batch and tag the monitoring run."""
+        """Tag the monitoring run, then advance the loop state past this batch."""
         from steps.monitoring import loop
 
         context = get_current_context()
@@ -329,17 +342,13 @@ def health_predict_monitoring_retraining():
                 "champion_before": loop_state.champion_version,
                 "champion_after": champion,
             }
-        new_state = loop.advance(
-            loop_state, stored_batch.index, champion, retraining, params["data_uri"] or None
-        )
-        loop.tag_monitor_run(
+        new_state = loop.record_batch(
+            loop_state,
+            stored_batch.index,
+            champion,
+            retraining,
             monitoring["monitor_run_id"],
-            {
-                "loop_id": new_state.loop_id,
-                "batch_index": stored_batch.index,
-                "action": "retrained" if retraining else "none",
-                "champion_after": champion,
-            },
+            params["data_uri"] or None,
         )
         return {
             "batch_index": stored_batch.index,
@@ -358,8 +367,14 @@ def health_predict_monitoring_retraining():
     action = choose_action(state, monitoring)
 
     inline_outcome = retrain_inline(state, batch)
-    deploy_branch = deployment_needed(inline_outcome)
-    deploy_branch >> [trigger_deployment, no_deployment]
+    trigger_deployment, no_deployment = deploy_branch(
+        inline_outcome,
+        trigger_run_id=(
+            "deploy__{{ ti.xcom_pull(task_ids='read_loop_state')['loop_id'] }}__batch_"
+            "{{ '%05d' % ti.xcom_pull(task_ids='read_loop_state')['batch_index'] }}"
+        ),
+        model_version="{{ ti.xcom_pull(task_ids='retrain_inline')['champion_after'] }}",
+    )
 
     request = prepare_training_request(state, batch)
     request >> trigger_training

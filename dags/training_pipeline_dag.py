@@ -26,49 +26,40 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
-
-DEPLOYMENT_DAG_ID = "health_predict_api_deployment"
-GATE_PARAMS = ("margin", "auc_floor", "max_subgroup_recall_gap", "n_bootstrap")
-
-default_args = {
-    "owner": "health-predict",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=15),
-    "execution_timeout": timedelta(minutes=30),
-}
-
-
-def _optional(kind: str, description: str, **schema) -> Param:
-    return Param(None, type=["null", kind], description=description, **schema)
+from health_predict_common import (
+    DEFAULT_ARGS,
+    GATE_PARAMS,
+    TRAINING_DAG_ID,
+    deploy_branch,
+    deploy_target_param,
+    gate_params,
+    optional_param,
+)
 
 
 @dag(
-    dag_id="health_predict_training_hpo",
+    dag_id=TRAINING_DAG_ID,
     doc_md=__doc__,
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=DEFAULT_ARGS,
     params={
         "data_uri": Param("", type="string", description="Data-store root; empty = default"),
         "run_split": Param(False, type="boolean", description="Run ingest + split first"),
         "raw_data": Param("", type="string", description="Raw data source for ingest"),
         "extra_train_uri": Param("", type="string", description="Labelled rows added to training"),
         "eval_data_uri": Param("", type="string", description="Labelled data the gate judges on"),
-        "families": _optional("string", "Model families, comma-separated"),
-        "trials_per_family": _optional("integer", "Ray Tune trials per family", minimum=1),
-        "time_budget_s": _optional("number", "HPO time budget (s)", minimum=1),
-        "seed": _optional("integer", "Random seed"),
+        "families": optional_param("string", "Model families, comma-separated"),
+        "trials_per_family": optional_param("integer", "Ray Tune trials per family", minimum=1),
+        "time_budget_s": optional_param("number", "HPO time budget (s)", minimum=1),
+        "seed": optional_param("integer", "Random seed"),
         "ray_address": Param("", type="string", description="Existing Ray cluster; empty = local"),
         "run_key": Param("", type="string", description="Idempotency key (monitoring DAG)"),
-        "deploy_target": Param("k8s", enum=["k8s", "local", "none"]),
-        **{name: _optional("number", f"register gate parameter {name}") for name in GATE_PARAMS},
+        "deploy_target": deploy_target_param(),
+        **gate_params(),
     },
     tags=["health-predict", "training"],
 )
@@ -80,13 +71,13 @@ def health_predict_training_hpo():
         if not params["run_split"]:
             print("run_split=false: using the existing processed_data/ split")
             return None
-        from steps.monitoring import loop
+        from steps.core import tracking
 
         data_uri = params["data_uri"]
-        ingest = loop.run_entry_point(
+        ingest = tracking.run_entry_point(
             "ingest", {"raw_data": params["raw_data"], "data_uri": data_uri}
         )
-        split = loop.run_entry_point("split", {"data_uri": data_uri})
+        split = tracking.run_entry_point("split", {"data_uri": data_uri})
         return {"ingest_run_id": ingest, "split_run_id": split}
 
     @task(execution_timeout=timedelta(hours=3))
@@ -123,31 +114,16 @@ def health_predict_training_hpo():
         )
         return {**asdict(outcome), "champion_changed": outcome.champion_changed}
 
-    @task.branch
-    def deployment_needed(outcome: dict) -> str:
-        target = get_current_context()["params"]["deploy_target"]
-        if outcome["champion_changed"] and target != "none":
-            return "trigger_deployment"
-        return "no_deployment"
-
-    trigger_deployment = TriggerDagRunOperator(
-        task_id="trigger_deployment",
-        trigger_dag_id=DEPLOYMENT_DAG_ID,
-        trigger_run_id=(
-            "deploy__v{{ ti.xcom_pull(task_ids='register')['champion_after'] }}__{{ run_id }}"
-        ),
-        conf={
-            "target": "{{ params.deploy_target }}",
-            "model_version": "{{ ti.xcom_pull(task_ids='register')['champion_after'] }}",
-        },
-        skip_when_already_exists=True,
-    )
-    no_deployment = EmptyOperator(task_id="no_deployment")
-
     trained = train()
     split_data() >> trained
     outcome = register(trained)
-    deployment_needed(outcome) >> [trigger_deployment, no_deployment]
+    deploy_branch(
+        outcome,
+        trigger_run_id=(
+            "deploy__v{{ ti.xcom_pull(task_ids='register')['champion_after'] }}__{{ run_id }}"
+        ),
+        model_version="{{ ti.xcom_pull(task_ids='register')['champion_after'] }}",
+    )
 
 
 health_predict_training_hpo()

@@ -6,41 +6,13 @@ multistep example: stages hand each other MLflow run ids, and every stage's run 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 
-import mlflow
-
-from steps.core import config
+from steps.core import config, tracking
 
 logger = logging.getLogger("health_predict.main")
-
-# Each stage and the experiment its run belongs to.
-STAGE_EXPERIMENTS = {
-    "ingest": config.DATA_EXPERIMENT,
-    "split": config.DATA_EXPERIMENT,
-    "train": config.TRAINING_EXPERIMENT,
-    "register": config.REGISTRY_EXPERIMENT,
-    "simulate": config.SIMULATION_EXPERIMENT,
-}
-
-
-def run_stage(entry_point: str, parameters: dict[str, object]) -> str:
-    """Run one entry point of this project synchronously and return its MLflow run id."""
-    experiment_id = config.ensure_experiment(STAGE_EXPERIMENTS[entry_point])
-    logger.info("stage %s: starting", entry_point)
-    submitted = mlflow.projects.run(
-        uri=str(config.PROJECT_ROOT),
-        entry_point=entry_point,
-        parameters={name: value for name, value in parameters.items() if value not in ("", None)},
-        experiment_id=experiment_id,
-        env_manager="local",
-        synchronous=True,
-    )
-    logger.info("stage %s: finished, run %s", entry_point, submitted.run_id)
-    return submitted.run_id
 
 
 def serve_and_query_champion() -> list[dict]:
@@ -64,9 +36,11 @@ def run_pipeline(
     config.configure_mlflow()
     data_uri = data_uri or config.data_uri()
     summary: dict[str, object] = {"data_uri": data_uri}
-    summary["ingest_run_id"] = run_stage("ingest", {"raw_data": raw_data, "data_uri": data_uri})
-    summary["split_run_id"] = run_stage("split", {"data_uri": data_uri})
-    summary["train_run_id"] = run_stage(
+    summary["ingest_run_id"] = tracking.run_entry_point(
+        "ingest", {"raw_data": raw_data, "data_uri": data_uri}
+    )
+    summary["split_run_id"] = tracking.run_entry_point("split", {"data_uri": data_uri})
+    summary["train_run_id"] = tracking.run_entry_point(
         "train",
         {
             "data_uri": data_uri,
@@ -75,34 +49,32 @@ def run_pipeline(
             "time_budget_s": time_budget_s,
         },
     )
-    summary["register_run_id"] = run_stage("register", {"train_run_id": summary["train_run_id"]})
+    summary["register_run_id"] = tracking.run_entry_point(
+        "register", {"train_run_id": summary["train_run_id"]}
+    )
     summary["served_answer"] = serve_and_query_champion()
     if replay_batches > 0:
-        summary["simulate_run_id"] = run_stage(
+        summary["simulate_run_id"] = tracking.run_entry_point(
             "simulate", {"data_uri": data_uri, "max_batches": replay_batches}
         )
     return summary
 
 
+HELP = {
+    "raw_data": "URL, CSV or zip path of the dataset (empty: HEALTH_PREDICT_RAW_DATA or UCI)",
+    "data_uri": "data-store root (empty: HEALTH_PREDICT_DATA_URI or ./data)",
+    "families": "model families to train, comma-separated",
+    "trials_per_family": "Ray Tune trials per family",
+    "time_budget_s": "wall-clock budget of the search, in seconds",
+    "replay_batches": "future batches replayed through the monitoring loop (0: none)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m steps.main`` (the ``main`` entry point)."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--raw-data", default="")
-    parser.add_argument("--data-uri", default="")
-    parser.add_argument("--families", default="logreg,lightgbm")
-    parser.add_argument("--trials-per-family", type=float, default=4)
-    parser.add_argument("--time-budget-s", type=float, default=300)
-    parser.add_argument("--replay-batches", type=float, default=2)
-    args = parser.parse_args(argv)
+    args = config.entry_point_parser("main", __doc__, HELP).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    summary = run_pipeline(
-        raw_data=args.raw_data,
-        data_uri=args.data_uri,
-        families=args.families,
-        trials_per_family=int(args.trials_per_family),
-        time_budget_s=args.time_budget_s,
-        replay_batches=int(args.replay_batches),
-    )
+    summary = run_pipeline(**vars(args))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -17,7 +17,6 @@ cannot be loaded) prints one ``error: ...`` line on stderr and exits with status
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -29,13 +28,8 @@ import pandas as pd
 
 from custom_pyfunc import columns, features
 from steps.core import config, storage
-from steps.monitoring.decision import (
-    Thresholds,
-    decision,
-    drift_reasons,
-    labels_usable,
-    performance_reasons,
-)
+from steps.monitoring import cbpe
+from steps.monitoring.decision import Thresholds, all_reasons, decision, labels_usable
 from steps.monitoring.inputs import (
     EncounterTable,
     MonitorInputError,
@@ -46,6 +40,7 @@ from steps.monitoring.inputs import (
     load_table,
 )
 from steps.monitoring.reports import (
+    SCORE,
     TARGET,
     DataDriftResult,
     PerformanceResult,
@@ -93,6 +88,7 @@ def monitor(
     experiment: str = config.MONITORING_EXPERIMENT,
     baseline_uri: str | None = None,
     thresholds: Thresholds | None = None,
+    labelled_uri: str | None = None,
 ) -> dict:
     """Compare ``batch_uri`` with the reference, decide, publish the reports; returns the summary.
 
@@ -100,7 +96,7 @@ def monitor(
     """
     started = time.perf_counter()
     summary, drift, performance = assess(
-        batch_uri, reference_uri, model_uri, report_uri, baseline_uri, thresholds
+        batch_uri, reference_uri, model_uri, report_uri, baseline_uri, thresholds, labelled_uri
     )
     _publish(summary, drift, performance, experiment, started)
     return summary
@@ -113,8 +109,13 @@ def assess(
     report_uri: str | None = None,
     baseline_uri: str | None = None,
     thresholds: Thresholds | None = None,
+    labelled_uri: str | None = None,
 ) -> tuple[dict, DataDriftResult, PerformanceResult | None]:
-    """The summary and Evidently results for one batch, without publishing anything."""
+    """The summary and Evidently results for one batch, without publishing anything.
+
+    Realised performance is judged on ``labelled_uri`` (the newest batch whose labels have
+    matured) when given, else on the batch's own labels; drift and CBPE on the batch's inputs.
+    """
     thresholds = thresholds or Thresholds()
     data_root = config.data_uri()
     reference_uri = reference_uri or storage.join(data_root, config.INITIAL_TRAIN_KEY)
@@ -145,26 +146,48 @@ def assess(
     drifted = [c for c, result in drift.column_drift.items() if result["drifted"]]
     important_drift_share = round(sum(reliance.get(c, 0.0) for c in drifted), 4)
 
-    batch_labelled = _with_target(batch, batch_scores)
+    baseline = load_table(baseline_uri, "baseline")
+    check_table(baseline)
+    baseline_scores = cached_scores(model, baseline, _valid_rows(baseline), data_root)
+    baseline_labelled = _with_target(baseline, baseline_scores)
+    if baseline_labelled.empty:
+        raise MonitorInputError(f"baseline {baseline_uri} has no labelled rows")
+    # Death/hospice rows never get a label: CBPE estimates on the rows that can have one.
+    eligible = columns.is_label_eligible(batch.frame.loc[batch_rows]).to_numpy()
+    estimated = {
+        "batch": cbpe.estimate(batch_scores.loc[eligible, SCORE].to_numpy()),
+        "baseline": cbpe.estimate(baseline_labelled[SCORE].to_numpy()),
+    }
+    if labelled_uri:
+        matured = load_table(labelled_uri, "labelled batch")
+        check_table(matured)
+        matured_rows = _valid_rows(matured)
+        batch_labelled = _with_target(matured, score(model, matured.frame.loc[matured_rows]))
+    else:
+        batch_labelled = _with_target(batch, batch_scores)
     positives = int(batch_labelled[TARGET].sum())
     performance = None
     if labels_usable(positives, len(batch_labelled) - positives):
-        baseline = load_table(baseline_uri, "baseline")
-        check_table(baseline)
-        baseline_scores = cached_scores(model, baseline, _valid_rows(baseline), data_root)
-        baseline_labelled = _with_target(baseline, baseline_scores)
-        if baseline_labelled.empty:
-            raise MonitorInputError(f"baseline {baseline_uri} has no labelled rows")
         performance = performance_report(batch_labelled, baseline_labelled)
-        reasons = performance_reasons(performance.batch, performance.baseline, thresholds)
-    else:
-        reasons = drift_reasons(drift.prediction_drift, important_drift_share, thresholds)
+    reasons = all_reasons(
+        {
+            "performance": (
+                {"batch": performance.batch, "baseline": performance.baseline}
+                if performance
+                else None
+            ),
+            "prediction_drift": drift.prediction_drift,
+            "important_drift_share": important_drift_share,
+            "estimated_performance": estimated,
+        },
+        thresholds,
+    )
 
     drift_share = len(drifted) / len(drift_columns)
     summary = {
         "decision": decision(reasons),
         "reasons": reasons,
-        "decision_basis": "performance" if performance else "drift",
+        "decision_basis": "matured labels + drift" if performance else "drift",
         "dataset_drift": drift_share >= EVIDENTLY_DATASET_DRIFT_SHARE,
         "drift_share": round(drift_share, 4),
         "drifted_columns": drifted,
@@ -177,6 +200,7 @@ def assess(
         "performance": (
             {"batch": performance.batch, "baseline": performance.baseline} if performance else None
         ),
+        "estimated_performance": estimated,
         "data_quality": {
             **drift.data_quality,
             "rows_breaking_contract": len(batch.frame) - len(batch_rows),
@@ -184,6 +208,7 @@ def assess(
         },
         "thresholds": thresholds.as_dict(),
         "batch_uri": batch_uri,
+        "labelled_uri": labelled_uri,
         "batch_sha256": batch.sha256,
         "reference_uri": reference_uri,
         "baseline_uri": baseline_uri,
@@ -202,7 +227,8 @@ def _publish(
     experiment: str,
     started: float,
 ) -> None:
-    """Log the MLflow run (replacing earlier runs of the same batch); fill the report folder."""
+    """Log the MLflow run (never deleting earlier runs of the batch: they are the audit record;
+    the loop reuses a batch's run by its run key); fill the report folder."""
     config.ensure_experiment(experiment)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -212,7 +238,6 @@ def _publish(
         with mlflow.start_run(
             run_name=f"monitor-{summary['report_uri'].rstrip('/').rsplit('/', 1)[-1]}"
         ) as run:
-            _delete_earlier_runs(run.info.experiment_id, run.info.run_id, summary["batch_sha256"])
             summary["mlflow_run_id"] = run.info.run_id
             summary["seconds"] = round(time.perf_counter() - started, 3)
             (folder / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, default=str))
@@ -223,16 +248,6 @@ def _publish(
         _replace_folder(summary["report_uri"], folder)
 
 
-def _delete_earlier_runs(experiment_id: str, current_run_id: str, batch_sha256: str) -> None:
-    client = mlflow.MlflowClient()
-    earlier = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{BATCH_TAG}` = '{batch_sha256}'"
-    )
-    for run in earlier:
-        if run.info.run_id != current_run_id:
-            client.delete_run(run.info.run_id)
-
-
 def _params(summary: dict) -> dict[str, object]:
     return {
         "batch_uri": summary["batch_uri"],
@@ -241,6 +256,7 @@ def _params(summary: dict) -> dict[str, object]:
         "model_uri": summary["model_uri"],
         "model_id": summary["model_id"],
         "report_uri": summary["report_uri"],
+        "labelled_uri": summary["labelled_uri"] or "",
         **summary["thresholds"],
     }
 
@@ -263,6 +279,10 @@ def _metrics(summary: dict) -> dict[str, float]:
         "seconds": summary["seconds"],
     }
     metrics.update({f"drift_score.{c}": r["score"] for c, r in summary["column_drift"].items()})
+    for side in ("batch", "baseline"):
+        estimated = summary["estimated_performance"][side]
+        metrics[f"{side}_estimated_roc_auc"] = estimated["roc_auc"]
+        metrics[f"{side}_estimated_observed_rate"] = estimated["observed_rate"]
     if summary["performance"]:
         for side in ("batch", "baseline"):
             metrics.update({f"{side}_{k}": v for k, v in summary["performance"][side].items()})
@@ -279,29 +299,35 @@ def _replace_folder(report_uri: str, folder: Path) -> None:
         storage.write_bytes(storage.join(report_uri, name), (folder / name).read_bytes())
 
 
+HELP = {
+    "batch_uri": "raw-format CSV of the batch to monitor",
+    "reference_uri": "data the batch is compared with (empty: initial_train)",
+    "model_uri": "model whose scores and performance are monitored",
+    "report_uri": "folder for the reports (empty: drift_reports/<batch>-<hash>/)",
+    "experiment": "MLflow experiment of the monitoring run",
+    "auc_drop": "retrain when ROC-AUC falls this far below the baseline",
+    "calibration_ratio": "retrain when mean predicted / observed moves by this factor",
+    "prediction_drift_psi": "retrain (no labels) when the score PSI exceeds this",
+    "important_drift_share": "retrain (no labels) when drifted columns carry this much reliance",
+    "baseline_uri": "labelled held-out data for the baseline performance (empty: initial_test)",
+    "labelled_uri": "newest batch whose labels have matured (empty: the batch's own labels)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: monitor one batch; the last stdout line is the decision, bad input exits with 2."""
-    defaults = Thresholds()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-uri", required=True)
-    parser.add_argument("--reference-uri", default="")
-    parser.add_argument("--model-uri", default="")
-    parser.add_argument("--report-uri", default="")
-    parser.add_argument("--experiment", default="")
-    parser.add_argument("--baseline-uri", default="")
-    for name, value in defaults.as_dict().items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
-    args = parser.parse_args(argv)
-    thresholds = Thresholds(**{name: getattr(args, name) for name in defaults.as_dict()})
+    args = config.entry_point_parser("monitor", __doc__, HELP).parse_args(argv)
+    thresholds = Thresholds(**{name: getattr(args, name) for name in Thresholds().as_dict()})
     try:
         summary = monitor(
             batch_uri=args.batch_uri,
             reference_uri=args.reference_uri or None,
-            model_uri=args.model_uri or DEFAULT_MODEL_URI,
+            model_uri=args.model_uri,
             report_uri=args.report_uri or None,
-            experiment=args.experiment or config.MONITORING_EXPERIMENT,
+            experiment=args.experiment,
             baseline_uri=args.baseline_uri or None,
             thresholds=thresholds,
+            labelled_uri=args.labelled_uri or None,
         )
     except MonitorInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,12 +18,11 @@ rolled back.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,18 +32,16 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
 from custom_pyfunc import columns
-from steps.core import config, storage
+from steps.core import config, storage, tracking
+from steps.core.tracking import DATA_TAG_PREFIX, FAMILY_TAG, MODEL_URI_TAG, ROLE_TAG, STEP_TAG
 from steps.data import labelled
-from steps.evaluation import evaluate, gate, model_card, subgroups
+from steps.evaluation import evaluate, gate, model_card, patients, subgroups
 
-ROLE_TAG = "health_predict.role"
-FAMILY_TAG = "health_predict.family"
-MODEL_URI_TAG = "health_predict.model_uri"
-DATA_TAG_PREFIX = "health_predict.data."
-SELECTION_METRIC = "val_roc_auc"
+# Validation ROC-AUC of the uncalibrated scores (as steps.train chooses the family): isotonic
+# calibration's ties would lower a calibrated model's ROC-AUC without changing its ranking.
+SELECTION_METRIC = "val_raw_roc_auc"
 
 SOURCE_RUN_TAG = "health_predict.source_run_id"
 TRAINING_RUN_TAG = "health_predict.training_run_id"
@@ -99,20 +96,12 @@ def _client() -> MlflowClient:
     return MlflowClient()
 
 
-def latest_training_run_id(client: MlflowClient) -> str:
-    """The newest finished training run in ``HealthPredict_Training``."""
-    experiment = client.get_experiment_by_name(config.TRAINING_EXPERIMENT)
-    if experiment is None:
-        raise RegistrationError(f"no experiment {config.TRAINING_EXPERIMENT}: run train first")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{ROLE_TAG}` = 'training' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
+def latest_training_run_id() -> str:
+    """The newest finished training run, in whichever experiment it was logged."""
+    run_id = tracking.latest_training_run_id()
+    if run_id is None:
         raise RegistrationError("no finished training run found: run train first")
-    return runs[0].info.run_id
+    return run_id
 
 
 def family_best_runs(client: MlflowClient, train_run_id: str) -> list[Run]:
@@ -135,17 +124,27 @@ def family_best_runs(client: MlflowClient, train_run_id: str) -> list[Run]:
 
 
 def best_family_run(runs: list[Run]) -> Run:
-    """The run with the highest validation ROC-AUC among those that logged a model."""
-    candidates = [
-        run
-        for run in runs
-        if SELECTION_METRIC in run.data.metrics and MODEL_URI_TAG in run.data.tags
-    ]
-    if not candidates:
-        raise RegistrationError(
-            f"no family-best run with metric {SELECTION_METRIC} and tag {MODEL_URI_TAG}"
+    """The family-best run whose logged model has the highest ``SELECTION_METRIC``, found with
+    ``mlflow.search_logged_models`` over the runs' models (ties: the later run id)."""
+    by_id = {run.info.run_id: run for run in runs if MODEL_URI_TAG in run.data.tags}
+    if by_id:
+        quoted = ", ".join(f"'{run_id}'" for run_id in sorted(by_id))
+        models = mlflow.search_logged_models(
+            experiment_ids=sorted({run.info.experiment_id for run in by_id.values()}),
+            filter_string=f"source_run_id IN ({quoted}) AND metrics.{SELECTION_METRIC} >= 0",
+            order_by=[
+                {"field_name": f"metrics.{SELECTION_METRIC}", "ascending": False},
+                {"field_name": "source_run_id", "ascending": False},
+            ],
+            max_results=1,
+            output_format="list",
         )
-    return max(candidates, key=lambda run: (run.data.metrics[SELECTION_METRIC], run.info.run_id))
+        if models:
+            return by_id[models[0].source_run_id]
+    raise RegistrationError(
+        f"no family-best run whose logged model has metric {SELECTION_METRIC} "
+        f"(and tag {MODEL_URI_TAG} on the run)"
+    )
 
 
 def load_evaluation_data(eval_data_uri: str, target: str = "30d") -> EvaluationData:
@@ -169,6 +168,50 @@ def load_evaluation_data(eval_data_uri: str, target: str = "30d") -> EvaluationD
     )
 
 
+def training_patients(tags: dict[str, str]) -> set[str] | None:
+    """Patients of every file set the model was trained, calibrated or tuned on, read from the
+    URIs its run recorded (None when it recorded none); an error if a file changed since."""
+    found: set[str] | None = None
+    for name in patients.TRAINING_SETS:
+        uri = tags.get(f"{DATA_TAG_PREFIX}{name}{patients.URI_TAG_SUFFIX}")
+        if not uri:
+            continue
+        data = labelled.read_labelled(uri)
+        if data.sha256 != tags.get(f"{DATA_TAG_PREFIX}{name}_sha256", data.sha256):
+            raise RegistrationError(
+                f"training data {name} changed since training (sha256 differs): "
+                "cannot keep the evaluation data patient-disjoint from it"
+            )
+        found = (found or set()) | set(patients.patient_ids(data.frame, f"training data {name}"))
+    return found
+
+
+def disjoint_from_training(
+    evaluation: EvaluationData, tags: dict[str, str]
+) -> tuple[EvaluationData, dict[str, str]]:
+    """The evaluation rows whose patients the model never saw in training, asserted, and the
+    counts as tags."""
+    training = training_patients(tags)
+    if training is None:
+        return evaluation, {"patient_overlap_check": "not possible: no training data URIs"}
+    try:
+        disjoint = patients.exclude_training_patients(evaluation.frame, training)
+        frame = evaluation.frame[disjoint.keep].reset_index(drop=True)
+        patients.assert_disjoint(frame, training)
+    except patients.PatientOverlapError as exc:
+        raise RegistrationError(f"evaluation data: {exc}") from exc
+    labels = evaluation.labels[disjoint.keep]
+    summary = replace(
+        evaluation.summary,
+        rows=len(frame),
+        positives=int(labels.sum()),
+        patient_overlap_rows=disjoint.rows_excluded,
+        patient_overlap_patients=disjoint.patients_excluded,
+    )
+    tags = {"patient_overlap_check": "passed", **disjoint.tags()}
+    return EvaluationData(frame=frame, labels=labels, summary=summary), tags
+
+
 def predict(model_uri: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """``(probability_score, prediction)`` of the pyfunc at ``model_uri`` on the input columns."""
     model = mlflow.pyfunc.load_model(model_uri)
@@ -184,16 +227,6 @@ def predict(model_uri: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray
     if not np.all(np.isfinite(probability) & (probability >= 0) & (probability <= 1)):
         raise RegistrationError(f"{model_uri} returned probabilities outside [0, 1]")
     return probability, output["prediction"].to_numpy().astype(np.int8)
-
-
-def alias_version(client: MlflowClient, alias: str) -> str | None:
-    """The version an alias of ``health-predict`` points at, or None."""
-    try:
-        return str(client.get_model_version_by_alias(config.MODEL_NAME, alias).version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
 
 
 def find_version(client: MlflowClient, source_run_id: str) -> ModelVersion | None:
@@ -366,11 +399,13 @@ def _judge_and_record(
     registry_run_id: str,
 ) -> gate.GateDecision:
     """Evaluate challenger ``version`` vs champion, log the evidence and model card, tag it."""
-    champion = alias_version(client, config.CHAMPION_ALIAS)
+    champion = tracking.alias_version(config.CHAMPION_ALIAS)
     comparison_champion = champion if champion != version else None
     evaluation = load_evaluation_data(
         eval_data_uri, _evaluation_target(client, source, train_run_id)
     )
+    run_tags = {**client.get_run(train_run_id).data.tags, **source.data.tags}
+    evaluation, overlap_tags = disjoint_from_training(evaluation, run_tags)
     if evaluation.summary.rows == 0:
         raise RegistrationError(f"no label-eligible rows in {eval_data_uri}")
     labels = evaluation.labels
@@ -401,7 +436,7 @@ def _judge_and_record(
     )
     _log_model_card(client, facts, version)
     _log_gate_metrics(facts)
-    tags = decision_tags(
+    tags = overlap_tags | decision_tags(
         decision, evaluation.summary, eval_data_uri, comparison_champion, registry_run_id
     )
     mlflow.set_tags({f"gate.{key}": value for key, value in tags.items()})
@@ -412,10 +447,9 @@ def _judge_and_record(
 
 def _start_registry_run(name: str) -> mlflow.ActiveRun:
     """A run in ``HealthPredict_Registry``, or the one ``mlflow run`` created (MLFLOW_RUN_ID)."""
-    if os.environ.get("MLFLOW_RUN_ID"):
-        config.configure_mlflow()
-        return mlflow.start_run()
     config.ensure_experiment(config.REGISTRY_EXPERIMENT)
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return mlflow.start_run()
     return mlflow.start_run(run_name=name)
 
 
@@ -435,7 +469,7 @@ def _log_registry_inputs(
     """Tag the registry run with what it registers and log the gate policy."""
     mlflow.set_tags(
         {
-            "health_predict.step": "register",
+            STEP_TAG: "register",
             TRAINING_RUN_TAG: train_run_id,
             SOURCE_RUN_TAG: source.info.run_id,
             "eval_data_uri": eval_data_uri,
@@ -490,7 +524,7 @@ def register(
     """Register the training run's best family model, judge it, and promote it if it passes."""
     client = _client()
     policy = policy or gate.GatePolicy()
-    train_run_id = train_run_id or latest_training_run_id(client)
+    train_run_id = train_run_id or latest_training_run_id()
     eval_data_uri = eval_data_uri or storage.join(config.data_uri(), config.INITIAL_TEST_KEY)
     source = best_family_run(family_best_runs(client, train_run_id))
     with _start_registry_run(f"register-{source.info.run_id[:8]}") as run:
@@ -499,7 +533,7 @@ def register(
         registered = register_version(client, source, train_run_id)
         version, version_tags = str(registered.version), registered.tags
         mlflow.set_tag("model_version", version)
-        champion_before = alias_version(client, config.CHAMPION_ALIAS)
+        champion_before = tracking.alias_version(config.CHAMPION_ALIAS)
         if PROMOTED_TAG in version_tags:
             outcome = _recorded_outcome(version_tags)
         else:
@@ -519,8 +553,8 @@ def register(
             promoted=outcome.promoted,
             reason=outcome.reason,
             action=action,
-            champion_version=alias_version(client, config.CHAMPION_ALIAS),
-            previous_champion_version=alias_version(client, config.PREVIOUS_CHAMPION_ALIAS),
+            champion_version=tracking.alias_version(config.CHAMPION_ALIAS),
+            previous_champion_version=tracking.alias_version(config.PREVIOUS_CHAMPION_ALIAS),
             champion_changed=champion_changed,
             source_run_id=source.info.run_id,
             train_run_id=train_run_id,
@@ -552,12 +586,12 @@ def rollback() -> RollbackResult:
     re-promotes it while repairing; a second rollback undoes the first.
     """
     client = _client()
-    previous = alias_version(client, config.PREVIOUS_CHAMPION_ALIAS)
-    current = alias_version(client, config.CHAMPION_ALIAS)
+    previous = tracking.alias_version(config.PREVIOUS_CHAMPION_ALIAS)
+    current = tracking.alias_version(config.CHAMPION_ALIAS)
     if previous is None:
         raise RegistrationError(f"no '{config.PREVIOUS_CHAMPION_ALIAS}' alias to roll back to")
     with _start_registry_run("rollback"):
-        mlflow.set_tags({"health_predict.step": "rollback", "action": "rollback"})
+        mlflow.set_tags({STEP_TAG: "rollback", "action": "rollback"})
         client.set_registered_model_alias(config.MODEL_NAME, config.CHAMPION_ALIAS, previous)
         client.delete_model_version_tag(config.MODEL_NAME, previous, ROLLED_BACK_TAG)
         if current is not None and current != previous:
@@ -570,25 +604,24 @@ def rollback() -> RollbackResult:
     return result
 
 
-def _number(text: str) -> float:
-    return float(text)
+HELP = {
+    "train_run_id": "training run whose family-best models compete (empty: the newest one)",
+    "eval_data_uri": "labelled raw-format CSV(s) the gate judges on (empty: initial_test)",
+    "margin": "non-inferiority margin on the ROC-AUC difference",
+    "auc_floor": "lowest ROC-AUC a champion may have",
+    "max_subgroup_recall_gap": "largest recall gap between age/sex/race subgroups",
+    "n_bootstrap": "paired bootstrap resamples (at least 1,000)",
+    "seed": "random seed of the bootstrap",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m steps.register [--train-run-id ID] [--eval-data-uri URI] ...`` or
     ``python -m steps.register --rollback``."""
-    defaults = gate.GatePolicy()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rollback", action="store_true", help="swap champion and previous")
-    parser.add_argument("--train-run-id", default="", help="training run (default: latest)")
-    parser.add_argument("--eval-data-uri", default="", help="labelled data (default: initial_test)")
-    parser.add_argument("--margin", type=_number, default=defaults.margin)
-    parser.add_argument("--auc-floor", type=_number, default=defaults.auc_floor)
+    parser = config.entry_point_parser("register", __doc__, HELP)
     parser.add_argument(
-        "--max-subgroup-recall-gap", type=_number, default=defaults.max_subgroup_recall_gap
+        "--rollback", action="store_true", help="point champion back at previous-champion"
     )
-    parser.add_argument("--n-bootstrap", type=_number, default=defaults.n_bootstrap)
-    parser.add_argument("--seed", type=_number, default=defaults.seed)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -601,8 +634,8 @@ def main(argv: list[str] | None = None) -> int:
             margin=args.margin,
             auc_floor=args.auc_floor,
             max_subgroup_recall_gap=args.max_subgroup_recall_gap,
-            n_bootstrap=int(args.n_bootstrap),
-            seed=int(args.seed),
+            n_bootstrap=args.n_bootstrap,
+            seed=args.seed,
         )
         decision = register(args.train_run_id or None, args.eval_data_uri or None, policy)
     except (RegistrationError, gate.GateError) as exc:

@@ -7,7 +7,6 @@ original order, replayed later as new batches. Same input and seed give byte-ide
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import sys
@@ -20,6 +19,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from custom_pyfunc import columns
 from steps.core import config, storage
+from steps.data import labelled
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +218,8 @@ def split(data_uri: str = "", initial_fraction: float = 0.2, seed: int = 42) -> 
                 **{f"{name}_positive_rate": entry.positive_rate for name, entry in files.items()},
             }
         )
+        for name, frame in frames.items():
+            labelled.log_dataset(frame, name, files[name].uri, files[name].sha256)
         mlflow.log_dict(manifest, "manifest.json")
         manifest_uri = storage.write_json(
             manifest, storage.join(root, config.PROCESSED_MANIFEST_KEY)
@@ -225,17 +227,16 @@ def split(data_uri: str = "", initial_fraction: float = 0.2, seed: int = 42) -> 
     return SplitResult(run_id=run.info.run_id, seed=seed, files=files, manifest_uri=manifest_uri)
 
 
-def _as_int(text: str) -> int:
-    return int(float(text))
+HELP = {
+    "data_uri": "data-store root holding raw_data/ (empty: HEALTH_PREDICT_DATA_URI or ./data)",
+    "initial_fraction": "share of encounters (file order) for initial train/validation/test",
+    "seed": "random seed of the grouped, stratified split",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m steps.split [--data-uri URI] [--initial-fraction F] [--seed N]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-uri", default="", help="data-store root (default: config)")
-    parser.add_argument("--initial-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=_as_int, default=42)
-    args = parser.parse_args(argv)
+    args = config.entry_point_parser("split", __doc__, HELP).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

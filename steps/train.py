@@ -13,7 +13,6 @@ once and shared through Ray's object store.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -26,34 +25,44 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
 from custom_pyfunc import features
 from custom_pyfunc.model import log_readmission_model
-from custom_pyfunc.predictor import ProbabilityCalibrator, ReadmissionPredictor
+from custom_pyfunc.predictor import ReadmissionPredictor
 from custom_pyfunc.preprocessing import FeatureEncoder, categorical_indices
 from steps.core import config, storage
+from steps.core.tracking import DATA_TAG_PREFIX, FAMILY_TAG, MODEL_URI_TAG, ROLE_TAG, TRAINING_ROLE
 from steps.data import labelled
-from steps.evaluation import evaluate
+from steps.evaluation import baselines, evaluate
 
 logger = logging.getLogger("health_predict.train")
 
-FAMILIES = ("logreg", "random_forest", "xgboost", "lightgbm")
+FAMILIES = ("logreg", "random_forest", "xgboost", "lightgbm", "catboost")
 ENCODING = {
     "logreg": "onehot",
     "random_forest": "ordinal",
     "xgboost": "ordinal",
     "lightgbm": "ordinal",
+    "catboost": "native",
 }
+# CatBoost trials stop when validation ROC-AUC has not improved for this many trees; the refit
+# uses the number of trees the best trial found.
+CATBOOST_MAX_TREES, CATBOOST_PATIENCE = 2000, 50
+# Families are chosen on the validation ROC-AUC of their uncalibrated scores: isotonic
+# calibration turns scores into steps whose ties lower ROC-AUC without changing the ranking model.
+SELECTION_METRIC = "val_raw_roc_auc"
 SPLIT_FILES = {
     "initial_train": config.INITIAL_TRAIN_KEY,
     "initial_validation": config.INITIAL_VALIDATION_KEY,
     "initial_test": config.INITIAL_TEST_KEY,
 }
-ROLE_TAG, FAMILY_TAG = "health_predict.role", "health_predict.family"
-MODEL_URI_TAG = "health_predict.model_uri"
+RAY_NODE_TAG = "health_predict.ray_node_id"
+MAX_TRIAL_FAILURES = 2
 
 
 def search_space(family: str) -> dict[str, Any]:
@@ -92,6 +101,11 @@ def search_space(family: str) -> dict[str, Any]:
             "cat_smooth": tune.uniform(5.0, 50.0),
             "min_data_per_group": tune.randint(20, 200),
         },
+        "catboost": {
+            "learning_rate": tune.loguniform(0.03, 0.1),
+            "depth": tune.randint(4, 9),
+            "l2_leaf_reg": tune.loguniform(1.0, 20.0),
+        },
     }
     return spaces[family]
 
@@ -117,6 +131,18 @@ def build_estimator(family: str, params: dict[str, Any], seed: int, n_jobs: int)
         return LGBMClassifier(
             subsample_freq=1, random_state=seed, n_jobs=n_jobs, verbose=-1, **params
         )
+    if family == "catboost":
+        from catboost import CatBoostClassifier
+
+        return CatBoostClassifier(
+            **{"n_estimators": CATBOOST_MAX_TREES, **params},
+            cat_features=list(features.FEATURE_CATEGORICAL_COLUMNS),
+            eval_metric="AUC",
+            random_seed=seed,
+            thread_count=n_jobs,
+            allow_writing_files=False,
+            verbose=0,
+        )
     raise ValueError(f"unknown model family {family!r}: choose from {', '.join(FAMILIES)}")
 
 
@@ -133,24 +159,34 @@ class TrainingData:
     labels: dict[str, np.ndarray]
     raw: dict[str, pd.DataFrame]
     hashes: dict[str, str] = field(default_factory=dict)
+    uris: dict[str, str] = field(default_factory=dict)
+
+    def data_tags(self) -> dict[str, str]:
+        """Tags naming each file set's sha256 and its files (comma-separated URIs), so that
+        ``register`` can keep the gate's data patient-disjoint from them."""
+        return {
+            **{f"{DATA_TAG_PREFIX}{name}_sha256": h for name, h in self.hashes.items()},
+            **{f"{DATA_TAG_PREFIX}{name}_uri": u for name, u in self.uris.items()},
+        }
 
 
 def load_training_data(data_uri: str, target: str, extra_train_uri: str = "") -> TrainingData:
     """Read the three initial splits (plus optional extra training data) and engineer features."""
     root = data_uri or config.data_uri()
-    raw, hashes = {}, {}
+    raw, hashes, uris = {}, {}, {}
     for name, key in SPLIT_FILES.items():
         split_file = labelled.read_labelled(storage.join(root, key))
         raw[name], hashes[name] = split_file.frame, split_file.sha256
+        uris[name] = ",".join(split_file.uris)
     if extra_train_uri:
         extra = labelled.read_labelled(extra_train_uri)
-        hashes["extra_train"] = extra.sha256
+        hashes["extra_train"], uris["extra_train"] = extra.sha256, ",".join(extra.uris)
         raw["initial_train"] = pd.concat([raw["initial_train"], extra.frame], ignore_index=True)
     frames, labels = {}, {}
     for name, frame in raw.items():
         raw[name], labels[name] = evaluate.labelled_rows(frame, target)
         frames[name] = features.engineer_features(features.clean_data(raw[name]))
-    return TrainingData(frames=frames, labels=labels, raw=raw, hashes=hashes)
+    return TrainingData(frames=frames, labels=labels, raw=raw, hashes=hashes, uris=uris)
 
 
 def feature_matrices(data: TrainingData, families: list[str], seed: int) -> dict[str, tuple]:
@@ -167,19 +203,26 @@ def feature_matrices(data: TrainingData, families: list[str], seed: int) -> dict
 
 def run_trial(trial_config: dict[str, Any], matrices: dict[str, tuple]) -> None:
     """One Ray Tune trial: fit on train, report validation ROC-AUC, PR-AUC and the fit time."""
+    import ray
     from ray import tune
 
     family = trial_config["family"]
     x_train, y_train, x_val, y_val = matrices[ENCODING[family]]
     started = time.perf_counter()
     estimator = build_estimator(family, trial_config[family], trial_config["seed"], n_jobs=1)
-    estimator.fit(x_train, y_train, **fit_params(family))
+    early_stopping = {}
+    if family == "catboost":
+        early_stopping = {"eval_set": (x_val, y_val), "early_stopping_rounds": CATBOOST_PATIENCE}
+    estimator.fit(x_train, y_train, **fit_params(family), **early_stopping)
     probability = estimator.predict_proba(x_val)[:, 1]
+    trees = {"best_trees": estimator.get_best_iteration() + 1} if early_stopping else {}
     tune.report(
         {
+            **trees,
             "val_roc_auc": float(roc_auc_score(y_val, probability)),
             "val_pr_auc": float(average_precision_score(y_val, probability)),
             "train_time_s": time.perf_counter() - started,
+            "node_id": ray.get_runtime_context().get_node_id(),
         }
     )
 
@@ -187,13 +230,24 @@ def run_trial(trial_config: dict[str, Any], matrices: dict[str, tuple]) -> None:
 def start_ray(ray_address: str = "", attempts: int = 3) -> None:
     """Join the Ray cluster at ``ray_address``, or start a local one using every CPU.
 
-    A heavily loaded machine can make a local raylet give up while its agents start (a fixed
-    15 s wait inside Ray), so a local start is retried.
+    An existing cluster gets the project's code (``steps``, ``custom_pyfunc``) shipped with the
+    job (``py_modules``): its workers need only the pinned libraries. Its authentication token is
+    read by Ray from ``RAY_AUTH_MODE=token`` plus ``RAY_AUTH_TOKEN_PATH`` or ``RAY_AUTH_TOKEN``,
+    never from a parameter. A heavily loaded machine can make a local raylet give up while its
+    agents start (a fixed 15 s wait inside Ray), so a local start is retried.
     """
     import ray
 
+    import custom_pyfunc
+    import steps
+
     if ray_address:
-        ray.init(address=ray_address, log_to_driver=False)
+        code = [str(Path(package.__file__).parent) for package in (steps, custom_pyfunc)]
+        ray.init(
+            address=ray_address,
+            log_to_driver=False,
+            runtime_env={"py_modules": code, "excludes": ["__pycache__"]},
+        )
         return
     for attempt in range(1, attempts + 1):
         try:
@@ -263,7 +317,14 @@ def run_search(
                 reuse_actors=True,
                 search_alg=BasicVariantGenerator(random_state=seed),
             ),
-            run_config=tune.RunConfig(storage_path=storage_dir, verbose=0, log_to_file=False),
+            run_config=tune.RunConfig(
+                storage_path=storage_dir,
+                verbose=0,
+                log_to_file=False,
+                # A trial whose worker or node dies is started again (from scratch: trials
+                # do not checkpoint), at most twice; then it is reported as failed.
+                failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),
+            ),
         )
         started = time.perf_counter()
         results = tuner.fit()
@@ -295,6 +356,7 @@ def log_trials(outcome: SearchOutcome, family: str, parent_run_id: str, experime
                 ROLE_TAG: "trial",
                 FAMILY_TAG: family,
                 "health_predict.trial_id": str(metrics.get("trial_id", "")),
+                RAY_NODE_TAG: str(metrics.get("node_id", "")),
             },
         )
         params = [
@@ -315,33 +377,36 @@ def log_trials(outcome: SearchOutcome, family: str, parent_run_id: str, experime
 
 
 def calibrate(
-    probability: np.ndarray, y_val: np.ndarray, seed: int
-) -> tuple[ProbabilityCalibrator | None, dict[str, float]]:
-    """A calibrator fitted on validation when it lowers the Brier score, else None.
+    estimator: Pipeline, x_val: pd.DataFrame, y_val: np.ndarray, seed: int
+) -> tuple[CalibratedClassifierCV | None, dict[str, float]]:
+    """``estimator`` frozen and calibrated on validation when that lowers the Brier score.
 
-    The calibrated Brier score is estimated by 5-fold cross-validation on the validation scores
-    (a calibrator fitted and scored on the same rows would always look better); the better of
-    sigmoid and isotonic is kept only if it beats the uncalibrated score, then refitted on all of
-    validation. Returns the calibrator and the Brier score of each option.
+    The calibrated Brier score is estimated by 5-fold cross-validation on validation (a calibrator
+    fitted and scored on the same rows would always look better); the better of sigmoid and
+    isotonic is kept only if it beats the uncalibrated score, then fitted on all of validation.
+    Returns the calibrated classifier (None: keep raw scores) and the Brier score of each option.
     """
-    briers = {"none": float(brier_score_loss(y_val, probability))}
+    frozen = FrozenEstimator(estimator)
+    briers = {"none": float(brier_score_loss(y_val, frozen.predict_proba(x_val)[:, 1]))}
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
     for method in ("sigmoid", "isotonic"):
-        out_of_fold = np.empty(len(y_val))
-        for fit_idx, score_idx in folds.split(probability.reshape(-1, 1), y_val):
-            calibrator = ProbabilityCalibrator(method).fit(probability[fit_idx], y_val[fit_idx])
-            out_of_fold[score_idx] = calibrator.transform(probability[score_idx])
+        out_of_fold = cross_val_predict(
+            CalibratedClassifierCV(frozen, method=method), x_val, y_val, cv=folds,
+            method="predict_proba",
+        )[:, 1]  # fmt: skip
         briers[method] = float(brier_score_loss(y_val, out_of_fold))
     method = min(briers, key=briers.get)
     if method == "none":
         return None, briers
-    return ProbabilityCalibrator(method).fit(probability, y_val), briers
+    return CalibratedClassifierCV(frozen, method=method).fit(x_val, y_val), briers
 
 
 def fit_family_best(
-    family: str, params: dict[str, Any], data: TrainingData, seed: int
+    family: str, params: dict[str, Any], data: TrainingData, seed: int, alert_budget: float
 ) -> tuple[ReadmissionPredictor, dict[str, float]]:
-    """Refit ``family`` with ``params`` on train, calibrate and pick the threshold on validation."""
+    """Refit ``family`` with ``params`` on train; on validation: calibrate, set the threshold that
+    flags the ``alert_budget`` share of discharges, and note the max-F1 threshold (reported only).
+    """
     pipeline = Pipeline(
         [
             ("features", FeatureEncoder(encoding=ENCODING[family], random_state=seed)),
@@ -357,17 +422,49 @@ def fit_family_best(
     if "n_jobs" in pipeline.named_steps["model"].get_params():
         pipeline.set_params(model__n_jobs=1)
     x_val, y_val = data.frames["initial_validation"], data.labels["initial_validation"]
-    raw_probability = pipeline.predict_proba(x_val)[:, 1]
-    calibrator, briers = calibrate(raw_probability, y_val, seed)
-    probability = calibrator.transform(raw_probability) if calibrator else raw_probability
+    calibrated, briers = calibrate(pipeline, x_val, y_val, seed)
+    probability = (calibrated or pipeline).predict_proba(x_val)[:, 1]
     predictor = ReadmissionPredictor(
         estimator=pipeline,
-        threshold=evaluate.best_f1_threshold(y_val, probability),
+        threshold=evaluate.alert_budget_threshold(probability, alert_budget),
         family=family,
-        calibrator=calibrator,
+        calibrated=calibrated,
     )
-    details = {"refit_time_s": fit_seconds, **{f"val_brier_{k}": v for k, v in briers.items()}}
+    details = {
+        "refit_time_s": fit_seconds,
+        "maxf1_threshold": evaluate.best_f1_threshold(y_val, probability),
+        **{f"val_brier_{k}": v for k, v in briers.items()},
+    }
     return predictor, details
+
+
+def log_dataset_inputs(data: TrainingData, model_id: str | None = None) -> dict[str, Any]:
+    """Log the rows trained, tuned and tested on as dataset inputs of the active run (and of the
+    logged model ``model_id``); returns the datasets by split name."""
+    datasets = {}
+    for name, frame in data.raw.items():
+        parts = [name, "extra_train"] if name == "initial_train" else [name]
+        parts = [part for part in parts if part in data.hashes]
+        datasets[name] = labelled.log_dataset(
+            frame,
+            name,
+            ",".join(data.uris[part] for part in parts),
+            "+".join(data.hashes[part] for part in parts),
+            model_id,
+        )
+    return datasets
+
+
+def log_model_metrics(metrics: dict[str, float], model_id: str, data: TrainingData) -> None:
+    """Log ``metrics`` on the active run and on the logged model ``model_id`` (MLflow 3): the
+    ``val_``/``test_`` ones linked to the validation/test dataset, the rest to no dataset."""
+    datasets = log_dataset_inputs(data, model_id)
+    remaining = dict(metrics)
+    for prefix, name in (("val_", "initial_validation"), ("test_", "initial_test")):
+        linked = {k: v for k, v in remaining.items() if k.startswith(prefix)}
+        mlflow.log_metrics(linked, model_id=model_id, dataset=datasets[name])
+        remaining = {k: v for k, v in remaining.items() if k not in linked}
+    mlflow.log_metrics(remaining, model_id=model_id)
 
 
 def log_family_best(
@@ -376,13 +473,17 @@ def log_family_best(
     data: TrainingData,
     seed: int,
     target: str,
+    alert_budget: float,
+    baseline_test: dict[str, np.ndarray],
 ) -> tuple[str, float]:
-    """Fit, evaluate and log the best config of ``family``; returns (run id, val ROC-AUC)."""
-    predictor, details = fit_family_best(family, params, data, seed)
+    """Fit, evaluate and log the best config of ``family``, with its test ROC-AUC against the
+    fair baselines' (``baseline_test``: their initial_test scores); returns (run id, validation
+    ROC-AUC of the uncalibrated scores, the family selection metric)."""
+    predictor, details = fit_family_best(family, params, data, seed, alert_budget)
     tags = {
         ROLE_TAG: "family_best",
         FAMILY_TAG: family,
-        **{f"health_predict.data.{name}_sha256": h for name, h in data.hashes.items()},
+        **data.data_tags(),
     }
     with mlflow.start_run(run_name=f"{family}-best", nested=True, tags=tags) as run:
         mlflow.log_params(
@@ -390,7 +491,9 @@ def log_family_best(
                 **params,
                 "threshold": round(predictor.threshold, 6),
                 "calibration": predictor.calibration,
-                "threshold_rule": "max F1 on validation",
+                "alert_budget": alert_budget,
+                "threshold_rule": f"flags the top {alert_budget:.0%} of validation discharges "
+                "by risk (alert budget)",
                 "target": target,
                 "seed": seed,
             }
@@ -400,21 +503,36 @@ def log_family_best(
             for split_name, prefix in (("initial_validation", "val"), ("initial_test", "test")):
                 probability = predictor.probability(data.raw[split_name])
                 directory = Path(tmp) / "evaluation" / ("" if prefix == "test" else "validation")
+                labels = data.labels[split_name]
                 values = evaluate.write_evaluation(
-                    data.raw[split_name], data.labels[split_name], probability,
+                    data.raw[split_name], labels, probability,
                     predictor.threshold, directory, f"{family} on {split_name}",
                 )  # fmt: skip
                 metrics.update({f"{prefix}_{k}": v for k, v in values.items()})
+                raw = predictor.raw_probability(data.raw[split_name])
+                metrics[f"{prefix}_raw_roc_auc"] = float(roc_auc_score(labels, raw))
+                at_max_f1 = evaluate.classification_metrics(
+                    labels, probability, details["maxf1_threshold"]
+                )
+                metrics.update(
+                    {f"{prefix}_maxf1_{k}": at_max_f1[k] for k in ("precision", "recall", "f1")}
+                )
+                metrics[f"{prefix}_maxf1_flag_rate"] = at_max_f1["flag_rate"]
+            best_baseline, versus = baselines.comparison_metrics(
+                data.labels["initial_test"], probability, baseline_test, "test"
+            )
+            metrics.update(versus)
+            mlflow.log_param("best_baseline", best_baseline)
             mlflow.log_artifacts(str(Path(tmp) / "evaluation"), artifact_path="evaluation")
-        mlflow.log_metrics(metrics)
         model_info = log_readmission_model(predictor)
         mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)
+        log_model_metrics(metrics, model_info.model_id, data)
         logger.info(
             "%s: val ROC-AUC %.4f, test ROC-AUC %.4f, calibration %s, threshold %.3f",
             family, metrics["val_roc_auc"], metrics["test_roc_auc"], predictor.calibration,
             predictor.threshold,
         )  # fmt: skip
-        return run.info.run_id, metrics["val_roc_auc"]
+        return run.info.run_id, metrics[SELECTION_METRIC]
 
 
 def parse_families(families: str | list[str]) -> list[str]:
@@ -458,21 +576,33 @@ def record_family_search(
             logger.warning("%s: no trial finished within the time budget", family)
             return None
         best = max(finished, key=lambda t: t["metrics"]["val_roc_auc"])
-        mlflow.log_params(best["config"][family])
+        params = dict(best["config"][family])
+        if "best_trees" in best["metrics"]:  # early stopping found the number of trees
+            params["n_estimators"] = int(best["metrics"]["best_trees"])
+        mlflow.log_params(params)
         mlflow.log_metrics(
             {"best_val_roc_auc": best["metrics"]["val_roc_auc"], "trials": len(finished)}
         )
-    return best["config"][family]
+    return params
 
 
 def log_best_models(
-    best_by_family: dict[str, dict[str, Any]], data: TrainingData, seed: int, target: str
+    best_by_family: dict[str, dict[str, Any]],
+    data: TrainingData,
+    seed: int,
+    target: str,
+    alert_budget: float,
 ) -> str:
-    """Fit and log each family's best config; tag the run with the best family; return it."""
+    """Fit and log each family's best config; tag the run with the best family (by
+    ``SELECTION_METRIC``); return it."""
     if not best_by_family:
         raise RuntimeError("no trial finished: raise time_budget_s")
+    fitted = baselines.fit_baselines(
+        data.raw["initial_train"], data.labels["initial_train"], seed, os.cpu_count() or 1
+    )
+    baseline_test = baselines.baseline_scores(fitted, data.raw["initial_test"])
     scores = {
-        family: log_family_best(family, params, data, seed, target)
+        family: log_family_best(family, params, data, seed, target, alert_budget, baseline_test)
         for family, params in best_by_family.items()
     }
     best_family = max(scores, key=lambda f: scores[f][1])
@@ -485,20 +615,21 @@ def log_best_models(
 
 def train(
     data_uri: str = "",
-    families: str | list[str] = FAMILIES,
+    families: str | list[str] = "logreg,random_forest,xgboost,lightgbm",
     trials_per_family: int = 8,
     seed: int = 42,
     time_budget_s: float = 420,
     ray_address: str = "",
     target: str = "30d",
     extra_train_uri: str = "",
+    alert_budget: float = 0.1,
 ) -> str:
     """Run HPO, log every trial and each family's best pyfunc; return the training run id."""
     family_list = parse_families(families)
     data = load_training_data(data_uri, target, extra_train_uri)
     experiment_id = config.ensure_experiment(config.TRAINING_EXPERIMENT)
-    with mlflow.start_run(tags={ROLE_TAG: "training"}) as parent:
-        mlflow.set_tags({f"health_predict.data.{n}_sha256": h for n, h in data.hashes.items()})
+    with mlflow.start_run(tags={ROLE_TAG: TRAINING_ROLE}) as parent:
+        mlflow.set_tags(data.data_tags())
         config.log_resolved_params(
             {
                 "data_uri": data_uri or config.data_uri(),
@@ -509,9 +640,12 @@ def train(
                 "ray_address": ray_address or "local",
                 "target": target,
                 "extra_train_uri": extra_train_uri or "none",
+                "alert_budget": alert_budget,
+                "selection_metric": SELECTION_METRIC,
                 **{f"{n}_rows": len(y) for n, y in data.labels.items()},
             }
         )
+        log_dataset_inputs(data)
         matrices = feature_matrices(data, family_list, seed)
         outcome = run_search(
             matrices, family_list, trials_per_family, time_budget_s, seed, ray_address
@@ -522,7 +656,7 @@ def train(
             for family in family_list
             if (best := record_family_search(outcome, family, experiment_id)) is not None
         }
-        best_family = log_best_models(best_by_family, data, seed, target)
+        best_family = log_best_models(best_by_family, data, seed, target, alert_budget)
         logger.info(
             "HPO: %d trials, efficiency %.2f; best family %s",
             len(outcome.trials), outcome.efficiency, best_family,
@@ -530,29 +664,25 @@ def train(
         return parent.info.run_id
 
 
+HELP = {
+    "data_uri": "data-store root with processed_data/ (empty: HEALTH_PREDICT_DATA_URI or ./data)",
+    "families": "model families to search, comma-separated",
+    "trials_per_family": "Ray Tune trials per family",
+    "seed": "random seed of the search, the folds and the models",
+    "time_budget_s": "wall-clock budget of the whole search, in seconds",
+    "ray_address": "address of an existing Ray cluster (empty: a local Ray runtime)",
+    "target": "label: 30d (readmitted <30 days) or any (<30 or >30)",
+    "extra_train_uri": "labelled raw-format rows added to initial_train (retraining)",
+    "alert_budget": "share of discharges to flag (top by risk on validation): sets the threshold",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI of the ``train`` entry point (empty strings mean the embedded defaults)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-uri", default="")
-    parser.add_argument("--families", default="")
-    parser.add_argument("--trials-per-family", type=lambda s: int(float(s)), default=8)
-    parser.add_argument("--seed", type=lambda s: int(float(s)), default=42)
-    parser.add_argument("--time-budget-s", type=float, default=420)
-    parser.add_argument("--ray-address", default="")
-    parser.add_argument("--target", default="30d")
-    parser.add_argument("--extra-train-uri", default="")
+    """CLI of the ``train`` entry point; options and defaults as in MLproject."""
+    parser = config.entry_point_parser("train", __doc__, HELP)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_id = train(
-        data_uri=args.data_uri,
-        families=args.families,
-        trials_per_family=args.trials_per_family,
-        seed=args.seed,
-        time_budget_s=args.time_budget_s,
-        ray_address=args.ray_address,
-        target=args.target,
-        extra_train_uri=args.extra_train_uri,
-    )
+    run_id = train(**vars(args))
     print(f"training run: {run_id}")
     return 0
 

@@ -122,9 +122,16 @@ HEAVY_MODULES = ("mlflow", "sklearn", "ray", "lightgbm", "xgboost", "evidently")
 
 
 def _dagbag():
-    from airflow.dag_processing.dagbag import DagBag
+    """The DAGs parsed as Airflow's dag-processor parses them: the ``dags-folder`` bundle through
+    ``BundleDagBag``, which puts the bundle folder on ``sys.path`` (so the DAGs' shared module
+    imports as it does in every parsing component; a plain ``DagBag`` would not find it)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    return DagBag(dag_folder=str(DAGS_FOLDER))
+    bundle = DagBundlesManager().get_bundle("dags-folder")
+    bundle.initialize()
+    assert Path(bundle.path).resolve() == DAGS_FOLDER.resolve(), bundle.path
+    return BundleDagBag(bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
 
 
 def _describe(dag_id: str, run_id: str, runs_before: set[tuple[str, str]]) -> dict:

@@ -16,6 +16,10 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RESOLVED_PREFIX = "resolved."
+# MLflow's fallback experiment, where `mlflow run` puts runs when no experiment is named.
+DEFAULT_EXPERIMENT_ID, DEFAULT_EXPERIMENT_NAME = "0", "Default"
+# Tag on such a run: the experiment that holds the stage's run instead.
+FILED_UNDER_TAG = "health_predict.filed_under"
 
 logger = logging.getLogger("health_predict.config")
 
@@ -85,30 +89,33 @@ def configure_mlflow() -> str:
 
 
 def ensure_experiment(name: str) -> str:
-    """Create the experiment if needed (artifacts under ``artifact_root()``) and make it active.
+    """Make experiment ``name`` active (created if needed, artifacts under ``artifact_root()``).
 
-    Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and MLflow refuses to resume
-    it from another experiment, so its own experiment is made active instead; when that is not
-    ``name`` (``mlflow run`` without ``--experiment-name`` files runs under ``Default``), a
-    warning says where the run went and how to file it under ``name``. Other stages find it by
-    its tags either way (``steps.core.tracking``).
+    Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``). When the user chose its
+    experiment (``--experiment-name``), that experiment is made active and the stage logs into
+    that run. When nobody did, ``mlflow run`` put it in ``Default`` (with artifacts under
+    ``./mlruns``): then the stage logs into a new run of ``name`` instead, tags the ``Default``
+    run with where its work went, and says so in a warning.
     """
     configure_mlflow()
     client = mlflow.MlflowClient()
-    if os.environ.get("MLFLOW_RUN_ID"):
-        experiment_id = client.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
-        actual = client.get_experiment(experiment_id).name
-        if actual != name:
-            logger.warning(
-                "run %s is filed under experiment '%s', not '%s' (mlflow run chose it); "
-                "add --experiment-name %s to file it there",
-                os.environ["MLFLOW_RUN_ID"],
-                actual,
-                name,
-                name,
-            )
-        mlflow.set_experiment(experiment_id=experiment_id)
-        return experiment_id
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        experiment_id = client.get_run(run_id).info.experiment_id
+        if experiment_id != DEFAULT_EXPERIMENT_ID or name == DEFAULT_EXPERIMENT_NAME:
+            mlflow.set_experiment(experiment_id=experiment_id)
+            return experiment_id
+        client.set_tag(run_id, FILED_UNDER_TAG, name)
+        # From here on the stage's runs are new runs of `name`, not the Default one.
+        for variable in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            os.environ.pop(variable, None)
+        logger.warning(
+            "mlflow run created run %s in experiment '%s'; this stage's run is filed under "
+            "experiment '%s' instead (pass --experiment-name to choose)",
+            run_id,
+            DEFAULT_EXPERIMENT_NAME,
+            name,
+        )
     experiment_id = experiment_id_of(name)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id

@@ -44,6 +44,8 @@ def load_table(uri: str, role: str) -> EncounterTable:
         frame = columns.read_encounters_csv(payload)
     except (ValueError, pd.errors.ParserError) as exc:
         raise MonitorInputError(f"{role} {uri} is not a readable encounters CSV") from exc
+    # A file exported with pandas' default NA handling has nulls for "not measured" lab results.
+    frame = columns.fill_not_measured(frame)
     return EncounterTable(role, uri, frame, hashlib.sha256(payload).hexdigest())
 
 

@@ -6,42 +6,45 @@ index, batches seen, champion versions, retrainings) is a JSON object in the dat
 idempotent, so a run killed mid-way redoes its batch once and a batch is never skipped or counted
 twice.
 
-Retraining after batch ``i`` trains on the initial training data plus every batch already handled
-(``0 .. i-1``, labels known) and gates the challenger on batch ``i`` itself, which neither model has
-seen: train on the past, judge on the most recent labelled data. Stage work always goes through
-the MLflow Project entry points (``mlflow.projects.run``, local env), so a DAG task, ``simulate``
-and ``mlflow run`` execute exactly the same code; only MLflow run ids and data-store URIs are
-handed around.
+Labels arrive late: a 30-day readmission is known 30 days after discharge. The loop models this
+with a label lag in batches (``label_lag_batches``, fixed per loop): when batch ``i`` is handled,
+only the labels of batches ``<= i - lag`` have matured. Stored batches hold inputs only; matured
+labels are released to ``monitoring_state/matured_labels/`` when they are due. The dataset has no
+dates; ``encounter_id`` order runs roughly over 1999-2008 (3,652 days), about 27.9 encounters per
+day, so a 5,000-row batch spans about 179 days and the default lag for 30 days is one batch
+(``default_label_lag``).
+
+Monitoring batch ``i`` judges the inputs of batch ``i`` (drift, CBPE) and the champion's realised
+performance on the newest matured batch. Retraining after batch ``i`` trains on the initial
+training data plus every matured batch but the newest, and gates the challenger on the newest
+matured batch, which neither model has seen: nothing is trained or gated on an unmatured label.
+
+Stage work always goes through the MLflow Project entry points (``mlflow.projects.run``, local
+env), so a DAG task, ``simulate`` and ``mlflow run`` execute exactly the same code; only MLflow run
+ids and data-store URIs are handed around.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import math
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT, MLFLOW_RUN_NAME
 
 from custom_pyfunc import columns
-from steps.core import config, storage
+from steps.core import config, storage, tracking
 
-ENTRY_POINT_EXPERIMENTS = {
-    "ingest": config.DATA_EXPERIMENT,
-    "split": config.DATA_EXPERIMENT,
-    "train": config.TRAINING_EXPERIMENT,
-    "register": config.REGISTRY_EXPERIMENT,
-    "monitor": config.MONITORING_EXPERIMENT,
-    "deploy": config.DEPLOYMENT_EXPERIMENT,
-}
-RUN_KEY_TAG = "health_predict.run_key"
 LOOP_TAG_PREFIX = "health_predict.loop."
 RETRAINING_DATA_DIR = "monitoring_state/retraining_data"
+MATURED_LABELS_DIR = "monitoring_state/matured_labels"
+ARCHIVE_DIR = "monitoring_state/archive"
+# 101,766 encounters over 1999-01-01 .. 2008-12-31 (3,652 days), in roughly chronological
+# encounter_id order: the only clock the dataset has.
+ENCOUNTERS_PER_DAY = 101_766 / 3_652
+LABEL_HORIZON_DAYS = 30
 DRIFT_SUMMARY_NAME = "drift_summary.json"
 
 
@@ -55,6 +58,7 @@ class LoopState:
 
     loop_id: str
     batch_size: int
+    label_lag_batches: int = 1
     next_batch_index: int = 0
     batches_seen: list[int] = field(default_factory=list)
     initial_champion_version: str | None = None
@@ -71,7 +75,7 @@ class Batch:
     index: int
     uri: str
     rows: int
-    labelled_rows: int
+    labelled_rows: int  # rows whose label will arrive once the batch has matured
 
 
 @dataclass
@@ -87,15 +91,6 @@ class TrainingOutcome:
     @property
     def champion_changed(self) -> bool:
         return self.champion_after is not None and self.champion_after != self.champion_before
-
-
-def project_defaults(entry_point: str) -> dict[str, object]:
-    """The parameter defaults MLproject declares for ``entry_point``."""
-    import yaml
-
-    spec = yaml.safe_load((config.PROJECT_ROOT / "MLproject").read_text())
-    parameters = spec["entry_points"][entry_point].get("parameters", {})
-    return {name: p.get("default") for name, p in parameters.items() if isinstance(p, dict)}
 
 
 def _now() -> str:
@@ -126,14 +121,29 @@ def save_state(state: LoopState, data_uri: str | None = None) -> LoopState:
     return state
 
 
-def start_or_resume(batch_size: int, data_uri: str | None = None) -> LoopState:
-    """The current loop state; a new loop (remembering the current champion) when there is none."""
+def default_label_lag(batch_size: int) -> int:
+    """Batches to wait until 30-day labels have matured: ceil(30 days / days per batch)."""
+    days_per_batch = int(batch_size) / ENCOUNTERS_PER_DAY
+    return math.ceil(LABEL_HORIZON_DAYS / days_per_batch)
+
+
+def start_or_resume(
+    batch_size: int, data_uri: str | None = None, label_lag_batches: int | None = None
+) -> LoopState:
+    """The current loop state; a new loop (remembering the current champion) when there is none.
+
+    ``label_lag_batches`` None means :func:`default_label_lag` of the batch size.
+    """
     state = load_state(data_uri)
     if state is None:
         champion = champion_version()
+        lag = default_label_lag(batch_size) if label_lag_batches is None else label_lag_batches
+        if int(lag) < 0:
+            raise LoopStateError(f"label_lag_batches must be >= 0, got {lag}")
         state = LoopState(
             loop_id=f"loop-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
             batch_size=int(batch_size),
+            label_lag_batches=int(lag),
             initial_champion_version=champion,
             champion_version=champion,
             created_at=_now(),
@@ -144,16 +154,40 @@ def start_or_resume(batch_size: int, data_uri: str | None = None) -> LoopState:
             f"loop {state.loop_id} uses batch_size={state.batch_size}, not {int(batch_size)}; "
             "reset the loop to change the batch size"
         )
+    if label_lag_batches is not None and state.label_lag_batches != int(label_lag_batches):
+        raise LoopStateError(
+            f"loop {state.loop_id} uses label_lag_batches={state.label_lag_batches}, not "
+            f"{int(label_lag_batches)}; reset the loop to change the label lag"
+        )
     return state
 
 
-def reset(data_uri: str | None = None) -> None:
-    """Forget the loop: delete its state, stored batches and retraining data."""
+def archive_uri(loop_id: str, data_uri: str | None = None) -> str:
+    """Where :func:`reset` keeps a forgotten loop (same keys below it as in the store)."""
+    return storage.join(_data_root(data_uri), ARCHIVE_DIR, loop_id)
+
+
+def reset(data_uri: str | None = None) -> str | None:
+    """Forget the loop: move its state, stored batches and retraining data to
+    :func:`archive_uri` (copied there before anything is deleted, so the previous loop stays
+    recoverable at every point); returns the archive's URI, None when there was no loop."""
     root = _data_root(data_uri)
-    for prefix in (config.CURRENT_BATCH_DIR, RETRAINING_DATA_DIR):
-        for uri in storage.list_keys(storage.join(root, prefix)):
-            storage.delete(uri)
-    storage.delete(state_uri(root))
+    state = load_state(root)
+    keys = [
+        uri
+        for prefix in (config.CURRENT_BATCH_DIR, RETRAINING_DATA_DIR, MATURED_LABELS_DIR)
+        for uri in storage.list_keys(storage.join(root, prefix))
+    ]
+    if state is None and not keys:
+        return None
+    archive = archive_uri(state.loop_id if state else f"unnamed-{uuid.uuid4().hex[:6]}", root)
+    moved = [state_uri(root), *keys] if state else keys
+    for uri in moved:
+        relative = uri.removeprefix(root).lstrip("/")
+        storage.write_bytes(storage.join(archive, relative), storage.read_bytes(uri))
+    for uri in moved:
+        storage.delete(uri)
+    return archive
 
 
 def batch_uri(batch_index: int, data_uri: str | None = None) -> str:
@@ -168,31 +202,99 @@ def _labelled_rows(frame: pd.DataFrame) -> int:
     return int((frame[columns.LABEL_COLUMN].notna() & columns.is_label_eligible(frame)).sum())
 
 
+def matured_labels_uri(batch_index: int, data_uri: str | None = None) -> str:
+    """Data-store URI of batch ``batch_index`` with its labels (written once they have matured)."""
+    name = f"batch_{batch_index:05d}.csv"
+    return storage.join(_data_root(data_uri), MATURED_LABELS_DIR, name)
+
+
+def future_rows(batch_index: int, batch_size: int, data_uri: str | None = None) -> pd.DataFrame:
+    """Rows ``[i*batch_size, (i+1)*batch_size)`` of ``future_data``, labels included."""
+    future = columns.read_encounters_csv(
+        storage.read_bytes(storage.join(_data_root(data_uri), config.FUTURE_DATA_KEY))
+    )
+    start = batch_index * int(batch_size)
+    return future.iloc[start : start + int(batch_size)]
+
+
 def prepare_batch(batch_index: int, batch_size: int, data_uri: str | None = None) -> Batch | None:
-    """Store rows ``[i*batch_size, (i+1)*batch_size)`` of ``future_data``; None when none are left.
+    """Store the inputs of rows ``[i*batch_size, (i+1)*batch_size)`` of ``future_data`` (no
+    labels: they have not matured); None when no rows are left.
 
     Rewriting the same index writes the same rows, so redoing a batch is harmless.
     """
     root = _data_root(data_uri)
-    future = columns.read_encounters_csv(
-        storage.read_bytes(storage.join(root, config.FUTURE_DATA_KEY))
-    )
-    start = batch_index * int(batch_size)
-    frame = future.iloc[start : start + int(batch_size)]
+    frame = future_rows(batch_index, batch_size, root)
     if frame.empty:
         return None
-    uri = storage.write_bytes(batch_uri(batch_index, root), columns.to_raw_csv_bytes(frame))
+    inputs = frame.drop(columns=[columns.LABEL_COLUMN], errors="ignore")
+    uri = storage.write_bytes(batch_uri(batch_index, root), columns.to_raw_csv_bytes(inputs))
     return Batch(index=batch_index, uri=uri, rows=len(frame), labelled_rows=_labelled_rows(frame))
 
 
+def matured_indices(state: LoopState, batch_index: int) -> list[int]:
+    """Batches whose labels have matured when batch ``batch_index`` is handled (lag applied)."""
+    candidates = {*state.batches_seen, batch_index}
+    return sorted(j for j in candidates if j <= batch_index - state.label_lag_batches)
+
+
+def release_labels(
+    state: LoopState, batch_index: int, due_at: int, data_uri: str | None = None
+) -> str:
+    """Store batch ``batch_index`` with its labels; refuses when they have not matured at batch
+    ``due_at``. Returns the labelled batch's URI."""
+    if batch_index not in matured_indices(state, due_at):
+        raise LoopStateError(
+            f"labels of batch {batch_index} have not matured at batch {due_at} "
+            f"(label lag {state.label_lag_batches} batches)"
+        )
+    root = _data_root(data_uri)
+    frame = future_rows(batch_index, state.batch_size, root)
+    return storage.write_bytes(
+        matured_labels_uri(batch_index, root), columns.to_raw_csv_bytes(frame)
+    )
+
+
+@dataclass
+class RetrainingPlan:
+    """Matured batches to train on and the newest matured batch to gate on."""
+
+    train_indices: list[int]
+    gate_index: int
+
+
+def retraining_plan(state: LoopState, batch_index: int) -> RetrainingPlan | None:
+    """Train on every matured batch but the newest, gate on the newest; None with fewer than two."""
+    matured = matured_indices(state, batch_index)
+    if len(matured) < 2:
+        return None
+    return RetrainingPlan(train_indices=matured[:-1], gate_index=matured[-1])
+
+
+def retraining_inputs(
+    state: LoopState, batch_index: int, data_uri: str | None = None
+) -> tuple[str, str] | None:
+    """``(extra_train_uri, eval_data_uri)`` for retraining at ``batch_index``; None if too early."""
+    plan = retraining_plan(state, batch_index)
+    if plan is None:
+        return None
+    for index in plan.train_indices:
+        release_labels(state, index, batch_index, data_uri)
+    extra_train_uri = build_retraining_data(plan.train_indices, data_uri)
+    if extra_train_uri is None:
+        return None
+    return extra_train_uri, release_labels(state, plan.gate_index, batch_index, data_uri)
+
+
 def build_retraining_data(batch_indices: list[int], data_uri: str | None = None) -> str | None:
-    """Store the labelled rows of the given handled batches as one CSV; None when there are none."""
+    """Store the labelled rows of the given matured batches as one CSV; None when there are none."""
     root = _data_root(data_uri)
     indices = sorted(set(batch_indices))
     if not indices:
         return None
     frames = [
-        columns.read_encounters_csv(storage.read_bytes(batch_uri(index, root))) for index in indices
+        columns.read_encounters_csv(storage.read_bytes(matured_labels_uri(index, root)))
+        for index in indices
     ]
     combined = pd.concat(frames, ignore_index=True)
     combined = combined[combined[columns.LABEL_COLUMN].notna()]
@@ -234,81 +336,14 @@ def advance(
     return save_state(state, data_uri)
 
 
-def alias_version(alias: str) -> str | None:
-    """The registry version (as a string) an alias points at, None when it is not set."""
-    config.configure_mlflow()
-    try:
-        version = mlflow.MlflowClient().get_model_version_by_alias(config.MODEL_NAME, alias)
-    except MlflowException:
-        return None
-    return str(version.version)
-
-
 def champion_version() -> str | None:
     """The registry version the ``champion`` alias points at, None when there is none."""
-    return alias_version(config.CHAMPION_ALIAS)
+    return tracking.alias_version(config.CHAMPION_ALIAS)
 
 
 def model_uri(version: str) -> str:
     """A registry URI pinned to one version (an alias may move while a batch is handled)."""
     return f"models:/{config.MODEL_NAME}/{version}"
-
-
-def _python_on_path() -> None:
-    """Make ``python`` in entry-point commands the interpreter running this code."""
-    interpreter_dir = str(Path(sys.executable).parent)
-    path = os.environ.get("PATH", "")
-    if path.split(os.pathsep)[0] != interpreter_dir:
-        os.environ["PATH"] = os.pathsep.join([interpreter_dir, path])
-
-
-def finished_run_with_key(entry_point: str, run_key: str) -> str | None:
-    """Id of a FINISHED run of ``entry_point`` tagged with ``run_key``, None if there is none."""
-    config.configure_mlflow()
-    experiment = mlflow.MlflowClient().get_experiment_by_name(ENTRY_POINT_EXPERIMENTS[entry_point])
-    if experiment is None:
-        return None
-    runs = mlflow.MlflowClient().search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
-
-
-def run_entry_point(
-    entry_point: str,
-    parameters: dict[str, object],
-    run_key: str | None = None,
-    experiment: str | None = None,
-) -> str:
-    """Run an MLproject entry point to completion in this environment; return its MLflow run id.
-
-    With ``run_key``, a FINISHED run carrying the same key is reused instead of running again, so a
-    retried task never repeats finished work (e.g. a second retraining for the same batch).
-    """
-    if run_key and (existing := finished_run_with_key(entry_point, run_key)):
-        return existing
-    experiment_name = experiment or ENTRY_POINT_EXPERIMENTS[entry_point]
-    experiment_id = config.ensure_experiment(experiment_name)
-    tags = {MLFLOW_PROJECT_ENTRY_POINT: entry_point, MLFLOW_RUN_NAME: run_key or entry_point}
-    if run_key:
-        tags[RUN_KEY_TAG] = run_key
-    # Created here rather than by mlflow.projects so that it never nests under an active run.
-    run = mlflow.MlflowClient().create_run(experiment_id, tags=tags)
-    _python_on_path()
-    submitted = mlflow.projects.run(
-        uri=str(config.PROJECT_ROOT),
-        entry_point=entry_point,
-        parameters={
-            name: str(value) for name, value in parameters.items() if value not in ("", None)
-        },
-        experiment_id=experiment_id,
-        run_id=run.info.run_id,
-        env_manager="local",
-        synchronous=True,
-    )
-    return submitted.run_id
 
 
 def run_training(
@@ -324,7 +359,7 @@ def run_training(
     """
     parameters = {"data_uri": data_uri or "", "extra_train_uri": extra_train_uri or ""}
     parameters.update(options)
-    return run_entry_point("train", parameters, run_key=run_key)
+    return tracking.run_entry_point("train", parameters, run_key=run_key)
 
 
 def run_registration(
@@ -342,7 +377,7 @@ def run_registration(
     eval_data_uri = eval_data_uri or storage.join(_data_root(data_uri), config.INITIAL_TEST_KEY)
     parameters = {"train_run_id": train_run_id, "eval_data_uri": eval_data_uri}
     parameters.update(gate or {})
-    register_run_id = run_entry_point("register", parameters, run_key=run_key)
+    register_run_id = tracking.run_entry_point("register", parameters, run_key=run_key)
     return registration_outcome(train_run_id, register_run_id)
 
 
@@ -382,7 +417,14 @@ def run_monitor(
     thresholds: dict[str, float] | None = None,
     data_uri: str | None = None,
 ) -> dict:
-    """Run the ``monitor`` entry point on a stored batch; returns its drift summary + run id."""
+    """Run the ``monitor`` entry point on a stored batch; returns its drift summary + run id.
+
+    The champion's realised performance is judged on the newest matured batch, if any. The run
+    carries the batch's run key (``monitor__<loop>__batch_<n>``): redoing the batch reuses the
+    finished run and its stored summary instead of adding a second monitoring run.
+    """
+    matured = matured_indices(state, batch.index)
+    labelled_uri = release_labels(state, matured[-1], batch.index, data_uri) if matured else ""
     report_uri = storage.join(
         _data_root(data_uri), config.DRIFT_REPORTS_DIR, state.loop_id, f"batch_{batch.index:05d}"
     )
@@ -392,9 +434,11 @@ def run_monitor(
         "baseline_uri": storage.join(_data_root(data_uri), config.INITIAL_TEST_KEY),
         "model_uri": model_uri(champion),
         "report_uri": report_uri,
+        "labelled_uri": labelled_uri,
         **(thresholds or {}),
     }
-    run_id = run_entry_point("monitor", parameters)
+    run_key = trigger_run_id(state, batch.index, "monitor")
+    run_id = tracking.run_entry_point("monitor", parameters, run_key=run_key)
     summary = storage.read_json(storage.join(report_uri, DRIFT_SUMMARY_NAME))
     return {**summary, "monitor_run_id": run_id, "report_uri": report_uri}
 
@@ -407,9 +451,44 @@ def tag_monitor_run(run_id: str, values: dict[str, object]) -> None:
         client.set_tag(run_id, LOOP_TAG_PREFIX + name, "" if value is None else str(value))
 
 
-def should_retrain(decision: str, state: LoopState) -> bool:
-    """Retrain on drift, once there is at least one handled (labelled) batch to learn from."""
-    return decision == "DRIFT_DETECTED" and bool(state.batches_seen)
+def record_batch(
+    state_before: LoopState,
+    batch_index: int,
+    champion: str | None,
+    retraining: dict | None,
+    monitor_run_id: str | None,
+    data_uri: str | None = None,
+) -> LoopState:
+    """Tag the batch's monitoring run with how the loop handled it, then :func:`advance`.
+
+    In that order, and both idempotent: a crash in between leaves the run tagged and the batch
+    to redo (which reuses the run and re-tags it identically), never an advanced state with an
+    untagged run.
+    """
+    if monitor_run_id:
+        tag_monitor_run(
+            monitor_run_id,
+            {
+                "loop_id": state_before.loop_id,
+                "batch_index": batch_index,
+                "action": "retrained" if retraining else "none",
+                "champion_after": champion,
+            },
+        )
+    return advance(state_before, batch_index, champion, retraining, data_uri)
+
+
+def should_retrain(
+    decision: str | None, state: LoopState, batch_index: int, retrain_every: int = 0
+) -> bool:
+    """Retrain on drift (``retrain_every`` 0) or after every ``retrain_every``-th batch (the
+    scheduled control arm, no drift detection), once two batches have matured labels: one to
+    learn from, one to gate on."""
+    if retraining_plan(state, batch_index) is None:
+        return False
+    if retrain_every > 0:
+        return (batch_index + 1) % retrain_every == 0
+    return decision == "DRIFT_DETECTED"
 
 
 def retrain_for_batch(
@@ -419,16 +498,20 @@ def retrain_for_batch(
     gate: dict[str, float] | None = None,
     data_uri: str | None = None,
 ) -> TrainingOutcome | None:
-    """Train on initial + handled batches, gate on ``batch``; None when no batch is handled yet.
+    """Train on initial + matured batches, gate on the newest matured batch
+    (:func:`retraining_plan`); None when fewer than two batches have matured.
 
     Both runs carry the batch's trigger run id as their run key, so redoing the batch reuses
     finished work instead of retraining twice.
     """
-    extra_train_uri = build_retraining_data(state.batches_seen, data_uri)
-    if extra_train_uri is None:
+    inputs = retraining_inputs(state, batch.index, data_uri)
+    if inputs is None:
         return None
+    extra_train_uri, eval_data_uri = inputs
     run_key = trigger_run_id(state, batch.index, "retrain")
     train_run_id = run_training(
         data_uri=data_uri, extra_train_uri=extra_train_uri, run_key=run_key, **training
     )
-    return run_registration(train_run_id, batch.uri, gate=gate, run_key=run_key, data_uri=data_uri)
+    return run_registration(
+        train_run_id, eval_data_uri, gate=gate, run_key=run_key, data_uri=data_uri
+    )

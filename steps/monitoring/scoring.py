@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
 from custom_pyfunc import columns, features
-from steps.core import config, storage
+from steps.core import config, storage, tracking
 from steps.monitoring.inputs import EncounterTable, MonitorInputError
 
 SCORE_COLUMNS = ("prediction", "probability_score")
@@ -46,7 +46,9 @@ def _resolve_alias(model_uri: str) -> str:
     if not (model_uri.startswith("models:/") and "@" in model_uri):
         return model_uri
     name, alias = model_uri[len("models:/") :].split("@", 1)
-    version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+    version = tracking.alias_version(alias, name)
+    if version is None:
+        raise LookupError(f"no alias '{alias}' on model '{name}'")
     return f"models:/{name}/{version}"
 
 

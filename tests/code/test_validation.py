@@ -125,3 +125,17 @@ def test_mlflow_parsing_and_enforcement_never_reject_what_validation_reports():
     message = problems_of(enforced)
     for column in ("num_medications", "diag_1", "gender"):
         assert f"'{column}'" in message
+
+
+def test_null_lab_result_is_not_measured_and_nothing_else_is_loosened():
+    frame = records_frame(6).astype({"max_glu_serum": object, "A1Cresult": object})
+    frame.loc[[0, 1], "max_glu_serum"] = None
+    frame.loc[[2], "A1Cresult"] = float("nan")
+    validated = validate_model_input(frame)
+    assert list(validated.loc[[0, 1], "max_glu_serum"]) == ["None", "None"]
+    assert validated.at[2, "A1Cresult"] == "None"
+    frame.at[3, "A1Cresult"] = ""  # blank text is not null: still refused
+    frame.at[4, "gender"] = None  # other closed categories still refuse null
+    message = problems_of(frame)
+    assert "'A1Cresult' must not be null" in message and "'gender' must not be null" in message
+    assert "max_glu_serum" not in message

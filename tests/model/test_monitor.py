@@ -40,7 +40,9 @@ def no_drift_run(held_out, processed_data_uri, trained_model):
 def test_no_drift_batch_is_not_flagged(no_drift_run):
     _, summary = no_drift_run
     assert summary["decision"] == NO_DRIFT, summary["reasons"]
-    assert summary["decision_basis"] == "performance"
+    assert summary["decision_basis"] == "matured labels + drift"
+    estimated = summary["estimated_performance"]
+    assert abs(estimated["batch"]["roc_auc"] - estimated["baseline"]["roc_auc"]) < 0.05
     assert summary["drift_share"] < 0.2
     assert summary["performance"]["batch"]["roc_auc"] > 0.55
     quality = summary["data_quality"]
@@ -55,7 +57,7 @@ def test_reports_and_run_are_published(no_drift_run):
     stored = storage.read_json(storage.join(summary["report_uri"], "drift_summary.json"))
     assert stored["decision"] == summary["decision"]
     run = mlflow.get_run(summary["mlflow_run_id"])
-    assert run.data.params["model_uri"] == summary["model_uri"]
+    assert run.data.params["resolved.model_uri"] == summary["model_uri"]
     assert run.data.metrics["drift_share"] == pytest.approx(summary["drift_share"])
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "drift_report")}
@@ -73,6 +75,25 @@ def test_calibration_shift_is_detected(held_out, processed_data_uri, trained_mod
         _store(batch, processed_data_uri, "calibration_shift"), model_uri=trained_model.model_uri
     )
     assert summary["decision"] == DRIFT_DETECTED
+    assert any("over-predicts" in reason for reason in summary["reasons"])
+
+
+def test_performance_is_judged_on_the_matured_batch_not_the_new_one(
+    held_out, processed_data_uri, trained_model
+):
+    """New inputs without labels; the older, matured batch carries the calibration shift."""
+    matured = held_out.sample(BATCH_ROWS, replace=True, random_state=14).reset_index(drop=True)
+    positives = np.flatnonzero((matured["readmitted"] == "<30").to_numpy())
+    matured.loc[positives[: int(0.6 * len(positives))], "readmitted"] = ">30"
+    new = held_out.sample(BATCH_ROWS, replace=True, random_state=15).reset_index(drop=True)
+    summary = monitor.monitor(
+        _store(new.drop(columns=[columns.LABEL_COLUMN]), processed_data_uri, "new_inputs"),
+        model_uri=trained_model.model_uri,
+        labelled_uri=_store(matured, processed_data_uri, "matured_labels"),
+    )
+    assert summary["decision"] == DRIFT_DETECTED
+    assert summary["decision_basis"] == "matured labels + drift"
+    assert summary["data_quality"]["labelled_rows"] > 0
     assert any("over-predicts" in reason for reason in summary["reasons"])
 
 

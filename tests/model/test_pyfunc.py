@@ -102,3 +102,15 @@ def test_loaded_model_rejects_a_frame_missing_a_required_column(logged_model_uri
     frame = synthetic_encounters(2, seed=1).drop(columns=[columns.LABEL_COLUMN, "age"])
     with pytest.raises(validation.InvalidModelInput, match="age"):
         loaded.predict(pd.DataFrame(frame))
+
+
+def test_null_lab_result_predicts_as_not_measured(logged_model_uri):
+    """A null ``max_glu_serum`` / ``A1Cresult`` (what ``pd.read_csv`` makes of ``None``) is
+    read as "not measured": the same answers as the text ``None``."""
+    loaded = mlflow.pyfunc.load_model(logged_model_uri)
+    frame = synthetic_encounters(200, seed=5).drop(columns=[columns.LABEL_COLUMN])
+    nulled = frame.copy()
+    for name in columns.NOT_MEASURED_COLUMNS:
+        assert (frame[name] == columns.NOT_MEASURED).any()
+        nulled[name] = frame[name].astype(object).mask(frame[name] == columns.NOT_MEASURED)
+    pd.testing.assert_frame_equal(loaded.predict(nulled), loaded.predict(frame))

@@ -1,0 +1,116 @@
+"""Every stage's CLI: options and defaults from MLproject, help text, and defaults that agree.
+
+MLproject declares each entry point's parameters and defaults once; the CLIs read them from there
+(``config.entry_point_parser``). These tests hold the other places a default appears (the stage
+functions' signatures, ``GatePolicy``, ``Thresholds``) to MLproject.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+
+import pytest
+
+from steps import main as main_stage
+from steps import monitor, train
+from steps.core import config
+from steps.evaluation import gate
+from steps.monitoring.decision import Thresholds
+
+# Entry point -> (module, the stage function its CLI calls).
+STAGES = {
+    "ingest": ("steps.ingest", "ingest"),
+    "split": ("steps.split", "split"),
+    "train": ("steps.train", "train"),
+    "register": ("steps.register", "register"),
+    "monitor": ("steps.monitor", "monitor"),
+    "deploy": ("steps.deploy", "deploy"),
+    "simulate": ("steps.simulate", "simulate"),
+    "main": ("steps.main", "run_pipeline"),
+}
+REQUIRED = {"monitor": ["--batch-uri", "batch.csv"]}
+
+
+def _parser(entry_point: str):
+    module = importlib.import_module(STAGES[entry_point][0])
+    return config.entry_point_parser(entry_point, module.__doc__, module.HELP)
+
+
+def _comparable(value: object) -> object:
+    """Defaults as MLproject writes them: sequences comma-joined, None as the empty string,
+    booleans as ``true``/``false``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple | list):
+        return ",".join(value)
+    return "" if value is None else value
+
+
+def test_mlproject_lists_every_entry_point_with_a_cli():
+    assert set(STAGES) | {"rollback"} == set(
+        __import__("yaml").safe_load((config.PROJECT_ROOT / "MLproject").read_text())[
+            "entry_points"
+        ]
+    )
+
+
+@pytest.mark.parametrize("entry_point", sorted(STAGES))
+def test_cli_options_and_defaults_are_mlprojects(entry_point):
+    declared = config.project_defaults(entry_point)
+    parser = _parser(entry_point)
+    options = {a.dest: a for a in parser._actions if a.dest != "help"}
+    assert set(options) == set(declared)
+    assert all(action.help and action.help.strip() for action in options.values())
+    parsed = vars(parser.parse_args(REQUIRED.get(entry_point, [])))
+    for name, default in declared.items():
+        if default is not None:
+            assert parsed[name] == default, name
+
+
+@pytest.mark.parametrize("entry_point", sorted(STAGES))
+def test_help_is_readable(entry_point, capsys):
+    module = importlib.import_module(STAGES[entry_point][0])
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: python -m steps.{entry_point}")
+    for name in config.project_defaults(entry_point):
+        assert f"--{name.replace('_', '-')}" in text
+
+
+@pytest.mark.parametrize("entry_point", sorted(STAGES))
+def test_stage_function_defaults_agree_with_mlproject(entry_point):
+    module_name, function_name = STAGES[entry_point]
+    function = getattr(importlib.import_module(module_name), function_name)
+    declared = config.project_defaults(entry_point)
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in declared and parameter.default is not inspect.Parameter.empty:
+            assert _comparable(parameter.default) == declared[name], f"{function_name}({name})"
+
+
+def test_gate_policy_and_thresholds_agree_with_mlproject():
+    register_defaults = config.project_defaults("register")
+    for field in dataclasses.fields(gate.GatePolicy):
+        if field.name in register_defaults:
+            assert field.default == register_defaults[field.name], field.name
+    monitor_defaults = config.project_defaults("monitor")
+    thresholds = Thresholds().as_dict()
+    assert thresholds == {name: monitor_defaults[name] for name in thresholds}
+    assert monitor_defaults["model_uri"] == monitor.DEFAULT_MODEL_URI
+    assert monitor_defaults["experiment"] == config.MONITORING_EXPERIMENT
+
+
+def test_train_without_arguments_gets_usable_defaults():
+    """``python -m steps.train`` with no arguments used to fail: unknown model families []."""
+    parsed = _parser("train").parse_args([])
+    assert set(train.parse_families(parsed.families)) <= set(train.FAMILIES)
+    assert set(vars(parsed)) <= set(inspect.signature(train.train).parameters)
+
+
+def test_a_fractional_count_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main_stage.main(["--trials-per-family", "2.5"])
+    assert "expected a whole number" in capsys.readouterr().err
