@@ -7,44 +7,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
+from sklearn.calibration import CalibratedClassifierCV
 
 from custom_pyfunc import features
 
 OUTPUT_COLUMNS = ("prediction", "probability_score")
-_EPSILON = 1e-6
-
-
-@dataclass
-class ProbabilityCalibrator:
-    """Maps a model's scores to calibrated probabilities: ``sigmoid`` (Platt scaling on the
-    log-odds) or ``isotonic`` regression, both fitted on held-out labelled scores."""
-
-    method: str
-    model: Any = None
-
-    def fit(self, probability: np.ndarray, y_true: np.ndarray) -> ProbabilityCalibrator:
-        """Fit the mapping on held-out scores and labels."""
-        if self.method == "isotonic":
-            self.model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-            self.model.fit(probability, y_true)
-        elif self.method == "sigmoid":
-            self.model = LogisticRegression(C=1e4).fit(_log_odds(probability), y_true)
-        else:
-            raise ValueError(f"unknown calibration {self.method!r}: use 'sigmoid' or 'isotonic'")
-        return self
-
-    def transform(self, probability: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities for ``probability``."""
-        if self.method == "isotonic":
-            return self.model.predict(probability)
-        return self.model.predict_proba(_log_odds(probability))[:, 1]
-
-
-def _log_odds(probability: np.ndarray) -> np.ndarray:
-    clipped = np.clip(probability, _EPSILON, 1 - _EPSILON)
-    return np.log(clipped / (1 - clipped)).reshape(-1, 1)
 
 
 @dataclass
@@ -52,24 +19,31 @@ class ReadmissionPredictor:
     """A fitted classifier on engineered features, its calibration and decision threshold.
 
     ``estimator`` is a scikit-learn classifier whose input is :func:`features.engineer_features`
-    output (a ``Pipeline`` of ``FeatureEncoder`` + model).
+    output (a ``Pipeline`` of ``FeatureEncoder`` + model); ``calibrated`` is, when calibration
+    helped, a ``CalibratedClassifierCV`` over that same estimator frozen (``FrozenEstimator``)
+    whose calibrator was fitted on held-out labelled rows.
     """
 
     estimator: Any
     threshold: float
     family: str
-    calibrator: ProbabilityCalibrator | None = None
+    calibrated: CalibratedClassifierCV | None = None
 
     @property
     def calibration(self) -> str:
         """How probabilities are calibrated: ``none``, ``sigmoid`` or ``isotonic``."""
-        return self.calibrator.method if self.calibrator else "none"
+        return self.calibrated.method if self.calibrated is not None else "none"
+
+    def raw_probability(self, frame: pd.DataFrame) -> np.ndarray:
+        """The estimator's uncalibrated score for each raw encounter in ``frame``."""
+        engineered = features.engineer_features(features.clean_data(frame))
+        return self.estimator.predict_proba(engineered)[:, 1]
 
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability of 30-day readmission for each raw encounter in ``frame``."""
         engineered = features.engineer_features(features.clean_data(frame))
-        probability = self.estimator.predict_proba(engineered)[:, 1]
-        return self.calibrator.transform(probability) if self.calibrator else probability
+        model = self.calibrated if self.calibrated is not None else self.estimator
+        return model.predict_proba(engineered)[:, 1]
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``prediction`` (0/1 at ``threshold``) and ``probability_score``, in input order."""

@@ -37,6 +37,20 @@ def categorical_indices() -> list[int]:
     ]
 
 
+NATIVE_COLUMNS = (*features.FEATURE_NUMERIC_COLUMNS, *features.FEATURE_CATEGORICAL_COLUMNS)
+
+
+def native_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Engineered features for a model with native categoricals: numeric columns as float64,
+    categorical columns as text with missing as ``MISSING_CATEGORY``."""
+    numeric = frame[list(features.FEATURE_NUMERIC_COLUMNS)].to_numpy(dtype="float64")
+    text = frame[list(features.FEATURE_CATEGORICAL_COLUMNS)].to_numpy(dtype=object)
+    text[pd.isna(text)] = MISSING_CATEGORY
+    data = {name: numeric[:, j] for j, name in enumerate(features.FEATURE_NUMERIC_COLUMNS)}
+    data.update({name: text[:, j] for j, name in enumerate(features.FEATURE_CATEGORICAL_COLUMNS)})
+    return pd.DataFrame(data, index=frame.index, columns=list(NATIVE_COLUMNS))
+
+
 class FeatureEncoder(TransformerMixin, BaseEstimator):
     """Numeric matrix from :func:`features.engineer_features` output.
 
@@ -44,7 +58,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     code per categorical column (frequency-ranked; categories seen fewer than ``min_frequency``
     times and unseen ones share the last code; missing is its own category), plus the target
     encoding of ``TARGET_ENCODED_COLUMNS``. ``encoding="onehot"`` (linear models): standardised,
-    median-imputed numeric columns and one indicator per category code.
+    median-imputed numeric columns and one indicator per category code. ``encoding="native"``
+    (CatBoost, which encodes categories itself): a frame of the numeric columns as they are and
+    the categorical columns as text (missing as ``__missing__``); nothing is learnt.
     """
 
     def __init__(self, encoding: str = "ordinal", min_frequency: int = 20, random_state: int = 0):
@@ -79,6 +95,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
     def fit_transform(self, frame: pd.DataFrame, y=None, **fit_params) -> np.ndarray:
         """Fit and return the training matrix (target encoding cross-fitted, so leak-free)."""
+        if self.encoding == "native":
+            return native_frame(frame)
         self._learn_vocabularies(frame)
         numeric = frame[list(features.FEATURE_NUMERIC_COLUMNS)].to_numpy(dtype="float64")
         codes = self._codes(frame)
@@ -93,7 +111,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             )
             return self._onehot_matrix(numeric, codes)
         if self.encoding != "ordinal":
-            raise ValueError(f"unknown encoding {self.encoding!r}: use 'ordinal' or 'onehot'")
+            raise ValueError(
+                f"unknown encoding {self.encoding!r}: use 'ordinal', 'onehot' or 'native'"
+            )
         if y is None:
             raise ValueError("ordinal encoding needs the label for its target encoding")
         folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=self.random_state)
@@ -127,6 +147,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """The model matrix for ``frame`` (any number of rows, unseen categories allowed)."""
+        if self.encoding == "native":
+            return native_frame(frame)
         numeric = frame[list(features.FEATURE_NUMERIC_COLUMNS)].to_numpy(dtype="float64")
         codes = self._codes(frame)
         if self.encoding == "onehot":
@@ -139,6 +161,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the output columns."""
+        if self.encoding == "native":
+            return np.asarray(NATIVE_COLUMNS, dtype=object)
         if self.encoding == "onehot":
             names = [*features.FEATURE_NUMERIC_COLUMNS]
             for column, vocabulary in self.vocabularies_.items():

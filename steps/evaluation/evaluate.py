@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from sklearn.calibration import calibration_curve
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -68,6 +69,25 @@ def expected_calibration_error(
     return float((weights * (table["mean_predicted"] - table["observed_rate"]).abs()).sum())
 
 
+def calibration_slope_intercept(y_true: np.ndarray, probability: np.ndarray) -> tuple[float, float]:
+    """Slope and intercept of the logistic recalibration fit ``logit P(y=1) = a + b logit(p)``
+    (perfect calibration: slope 1, intercept 0; slope < 1 means over-confident scores)."""
+    clipped = np.clip(probability, 1e-6, 1 - 1e-6)
+    log_odds = np.log(clipped / (1 - clipped)).reshape(-1, 1)
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(log_odds, y_true)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
+def alert_budget_threshold(probability: np.ndarray, budget: float) -> float:
+    """The score threshold that flags the share ``budget`` of rows with the highest scores
+    (among tied scores, the distinct score whose flagged share is closest to ``budget``)."""
+    if not 0 < budget < 1:
+        raise ValueError(f"alert budget must be a share between 0 and 1, got {budget}")
+    values, counts = np.unique(probability, return_counts=True)
+    flagged_share = np.cumsum(counts[::-1])[::-1] / len(probability)  # share >= each value
+    return float(values[int(np.argmin(np.abs(flagged_share - budget)))])
+
+
 def best_f1_threshold(y_true: np.ndarray, probability: np.ndarray) -> float:
     """The probability threshold with the highest F1 score (the documented decision rule)."""
     precision, recall, thresholds = precision_recall_curve(y_true, probability)
@@ -83,16 +103,23 @@ def best_f1_threshold(y_true: np.ndarray, probability: np.ndarray) -> float:
 def classification_metrics(
     y_true: np.ndarray, probability: np.ndarray, threshold: float
 ) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, Brier, ECE and recall/precision/F1 at ``threshold``."""
+    """ROC-AUC, PR-AUC, Brier, ECE (quantile bins), calibration slope and intercept, and
+    recall/precision/F1, share flagged and lift (precision / prevalence) at ``threshold``."""
     predicted = (probability >= threshold).astype(int)
+    slope, intercept = calibration_slope_intercept(y_true, probability)
+    precision = float(precision_score(y_true, predicted, zero_division=0))
     return {
         "roc_auc": float(roc_auc_score(y_true, probability)),
         "pr_auc": float(average_precision_score(y_true, probability)),
         "brier": float(brier_score_loss(y_true, probability)),
         "ece": expected_calibration_error(y_true, probability),
+        "calibration_slope": slope,
+        "calibration_intercept": intercept,
         "recall": float(recall_score(y_true, predicted, zero_division=0)),
-        "precision": float(precision_score(y_true, predicted, zero_division=0)),
+        "precision": precision,
         "f1": float(f1_score(y_true, predicted, zero_division=0)),
+        "flag_rate": float(predicted.mean()),
+        "lift": precision / float(y_true.mean()) if y_true.any() else float("nan"),
         "positive_rate": float(y_true.mean()),
         "rows": float(len(y_true)),
     }

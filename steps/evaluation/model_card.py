@@ -37,8 +37,13 @@ DATASET_LIMITATIONS = """\
   populations have changed since, so drift is expected and monitored.
 - Readmissions are only seen when they return to a hospital of the same network; readmissions
   elsewhere count as negatives (label noise towards "not readmitted").
-- Sparse fields: `weight` is missing for about 97% of encounters, `payer_code` and
-  `medical_specialty` for about 40-50%; `race` is missing for about 2%.
+- Sparse fields: `weight` is missing for about 97% of encounters, `medical_specialty` for about
+  half; `race` for about 2%. `payer_code` is missing in 100% of the initial 20% (train, validation,
+  test) and in 24.5% of the later encounters (46%, 30%, 10%, 12% by quarter of `future_data`):
+  a record-keeping change, not a patient property. A model trained on the initial data cannot use
+  it (constant); it is kept as an input because retrained models may, and it is documented as a
+  shift proxy: its drift says the records changed, and on `future_data` the 30-day readmission rate
+  is 11.8% with it missing vs 11.2% with it present.
 - Small subgroups (e.g. race Asian/Other, ages under 40) give noisy recall and AUC; the gate only
   judges subgroups with enough positive cases.
 - Several encounters per patient: the splits keep each patient in one of train/validation/test.
@@ -66,6 +71,8 @@ class EvaluationSummary:
     excluded_rows: int
     positives: int
     target: str
+    patient_overlap_rows: int = 0  # rows dropped: their patient was in the training data
+    patient_overlap_patients: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,9 +130,46 @@ def _threshold_section(facts: ModelCardFacts) -> str:
         "chosen on the validation split by the training step (see the source run's parameters)"
     )
     positive_rate = facts.metrics.get("positive_rate")
+    precision = facts.metrics.get("precision")
+    prevalence = facts.evaluation.positives / facts.evaluation.rows if facts.evaluation.rows else 0
+    lift = precision.estimate / prevalence if precision is not None and prevalence else None
+    source = facts.source_metrics
     return (
         f"`prediction` is 1 when `probability_score` >= **{threshold}**; rule: {rule}. "
-        f"On the evaluation data this flags {_interval(positive_rate, 3)} of encounters."
+        f"On the evaluation data this flags {_interval(positive_rate, 3)} of encounters with "
+        f"precision {_interval(precision, 3)}, recall {_interval(facts.metrics.get('recall'), 3)} "
+        f"and lift {_number(lift, 2)} (precision / readmission rate); on initial_test it "
+        f"flagged {_number(source.get('test_flag_rate'), 3)} with precision "
+        f"{_number(source.get('test_precision'), 3)}, recall "
+        f"{_number(source.get('test_recall'), 3)}, lift {_number(source.get('test_lift'), 2)}. "
+        f"Alternative, reported only: the max-F1 "
+        f"threshold {_number(source.get('maxf1_threshold'))} would flag "
+        f"{_number(source.get('test_maxf1_flag_rate'), 3)} of initial_test at precision "
+        f"{_number(source.get('test_maxf1_precision'), 3)}, recall "
+        f"{_number(source.get('test_maxf1_recall'), 3)}."
+    )
+
+
+def _baseline_section(facts: ModelCardFacts) -> str:
+    """This model against the fair fixed-setting baselines on initial_test (training run)."""
+    source = facts.source_metrics
+    difference = source.get("test_minus_best_baseline_roc_auc")
+    if difference is None:
+        return "Not recorded by the training run."
+    interval = Interval(
+        difference,
+        source.get("test_minus_best_baseline_roc_auc_ci_low", float("nan")),
+        source.get("test_minus_best_baseline_roc_auc_ci_high", float("nan")),
+    )
+    return (
+        "Fixed, untuned baselines on the same training rows (steps/evaluation/baselines.py): "
+        f"one-hot logistic regression ROC-AUC "
+        f"{_number(source.get('test_onehot_logreg_roc_auc'))}, one-hot XGBoost (learning rate "
+        f"0.05, depth 4, 300 trees) {_number(source.get('test_onehot_xgboost_roc_auc'))} on "
+        f"initial_test; this model {_number(source.get('test_roc_auc'))}. This model minus the "
+        f"best baseline ({facts.source_params.get('best_baseline', 'n/a')}): "
+        f"**{_interval(interval)}** (paired bootstrap 95%). The same comparison on future_data: "
+        "`python -m benchmarks.training`."
     )
 
 
@@ -139,7 +183,10 @@ def _calibration_summary(facts: ModelCardFacts) -> str:
         f"{_interval(brier)}, expected calibration error (10 quantile bins) "
         f"{_number(facts.expected_calibration_error)}; training run reports test Brier "
         f"{_number(facts.source_metrics.get('test_brier'))}, test ECE "
-        f"{_number(facts.source_metrics.get('test_ece'))}."
+        f"{_number(facts.source_metrics.get('test_ece'))}, calibration slope "
+        f"{_number(facts.source_metrics.get('test_calibration_slope'), 3)} and intercept "
+        f"{_number(facts.source_metrics.get('test_calibration_intercept'), 3)} (ideal 1 and 0; "
+        "per subgroup in the subgroup table)."
     )
 
 
@@ -187,7 +234,9 @@ def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = 
         "## Evaluation data",
         f"{', '.join(f'`{u}`' for u in evaluation.uris)} (sha256 `{evaluation.sha256}`): "
         f"{eligible} encounters judged, {evaluation.excluded_rows} excluded (death or hospice), "
-        f"{evaluation.positives} positives (target `{evaluation.target}`).",
+        f"{evaluation.positives} positives (target `{evaluation.target}`); "
+        f"{evaluation.patient_overlap_rows} rows of {evaluation.patient_overlap_patients} "
+        "patients also in the training data were left out (patient-disjoint evaluation).",
         "",
         f"## Metrics ({level} paired-bootstrap intervals, {comparison.n_resamples} resamples)",
         "",
@@ -221,7 +270,9 @@ def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = 
     ]
     if not compact:
         lines += ["", _markdown_table(decision.subgroups)]
-    lines += ["", "## Threshold", _threshold_section(facts), "", "## Calibration"]
+    lines += ["", "## Fair baselines", _baseline_section(facts)]
+    lines += ["", "## Operating point (alert budget)", _threshold_section(facts), ""]
+    lines += ["## Calibration"]
     lines.append(_calibration_summary(facts))
     if not compact:
         lines += ["", _markdown_table(facts.calibration)]

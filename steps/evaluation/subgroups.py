@@ -43,9 +43,12 @@ def subgroup_table(
     groups: Mapping[str, np.ndarray],
     min_positives: int = MIN_POSITIVES,
 ) -> pd.DataFrame:
-    """One row per subgroup of each attribute: rows, positives, recall of the 0/1 ``prediction``
-    and ROC-AUC of ``probability`` (NaN without positives / with one class), and ``judged``
-    (at least ``min_positives`` positive cases, and at least one)."""
+    """One row per subgroup of each attribute: rows, positives, recall of the 0/1 ``prediction``,
+    ROC-AUC, ECE (quantile bins), calibration slope and intercept of ``probability`` (NaN without
+    positives / with one class), and ``judged`` (at least ``min_positives`` positive cases, and at
+    least one)."""
+    from steps.evaluation.evaluate import calibration_slope_intercept, expected_calibration_error
+
     labels = np.asarray(labels).astype(bool)
     probability = np.asarray(probability, dtype=np.float64)
     hit = np.asarray(prediction).astype(bool) & labels
@@ -56,6 +59,11 @@ def subgroup_table(
             members = values == group
             positives = int(labels[members].sum())
             both_classes = 0 < positives < int(members.sum())
+            slope, intercept = (
+                calibration_slope_intercept(labels[members], probability[members])
+                if both_classes
+                else (np.nan, np.nan)
+            )
             records.append(
                 {
                     "attribute": attribute,
@@ -66,10 +74,14 @@ def subgroup_table(
                     "roc_auc": float(roc_auc_score(labels[members], probability[members]))
                     if both_classes
                     else np.nan,
+                    "ece": expected_calibration_error(labels[members], probability[members])
+                    if both_classes
+                    else np.nan,
+                    "calibration_slope": slope,
+                    "calibration_intercept": intercept,
                     "judged": positives >= max(min_positives, 1),
                 }
             )
-    return pd.DataFrame.from_records(
-        records,
-        columns=["attribute", "group", "rows", "positives", "recall", "roc_auc", "judged"],
-    )
+    names = ["attribute", "group", "rows", "positives", "recall", "roc_auc", "ece"]
+    names += ["calibration_slope", "calibration_intercept", "judged"]
+    return pd.DataFrame.from_records(records, columns=names)

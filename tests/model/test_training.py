@@ -16,8 +16,11 @@ from steps.core import config, storage
 pytestmark = pytest.mark.slow
 
 FAMILY_BEST_METRICS = (
-    "val_roc_auc", "val_pr_auc", "val_brier", "test_roc_auc", "test_pr_auc", "test_brier",
-    "test_recall", "test_precision", "test_f1", "test_ece",
+    "val_roc_auc", "val_raw_roc_auc", "val_pr_auc", "val_brier", "test_roc_auc", "test_pr_auc",
+    "test_brier", "test_recall", "test_precision", "test_f1", "test_ece", "test_lift",
+    "test_calibration_slope", "test_calibration_intercept", "maxf1_threshold",
+    "test_onehot_logreg_roc_auc", "test_onehot_xgboost_roc_auc",
+    "test_minus_best_baseline_roc_auc_ci_low", "test_minus_best_baseline_roc_auc_ci_high",
 )  # fmt: skip
 
 
@@ -106,3 +109,16 @@ def test_best_model_scores_real_test_rows_like_its_logged_metric(trained_model, 
 def test_unknown_family_is_refused_before_any_work():
     with pytest.raises(ValueError, match="unknown model families"):
         train.train(families="logreg,deep_forest")
+
+
+def test_threshold_flags_the_alert_budget_on_validation_and_family_is_chosen_on_raw_scores(
+    trained_model,
+):
+    runs = [r for r in _children(trained_model.train_run_id) if _role(r) == "family_best"]
+    for run in runs:
+        budget = float(run.data.params["alert_budget"])
+        # Isotonic plateaus can make the closest achievable share differ a little from the budget.
+        assert run.data.metrics["val_flag_rate"] == pytest.approx(budget, abs=0.02)
+        assert run.data.metrics["maxf1_threshold"] != float(run.data.params["threshold"])
+    best = max(runs, key=lambda r: r.data.metrics[train.SELECTION_METRIC])
+    assert best.info.run_id == trained_model.best_run_id

@@ -1,0 +1,80 @@
+"""Evaluation data patient-disjoint from the data that produced a model.
+
+A patient's encounters are correlated (same person, same chronic conditions), so judging a model on
+a patient it was trained, calibrated or tuned on overstates its performance. The gate and the
+monitor drop such rows and then assert that no training patient is left. Only counts are ever
+reported, never an identifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+PATIENT_COLUMN = "patient_nbr"
+# The files a training run fits, calibrates, early-stops or tunes on (initial_test is only scored).
+TRAINING_SETS = ("initial_train", "initial_validation", "extra_train")
+URI_TAG_SUFFIX = "_uri"
+
+
+class PatientOverlapError(ValueError):
+    """Evaluation rows belong to patients of the training data, or cannot be checked."""
+
+
+@dataclass(frozen=True)
+class Disjointness:
+    """Which evaluation rows to keep and how many rows and patients were dropped."""
+
+    keep: np.ndarray
+    rows_excluded: int
+    patients_excluded: int
+    patients_kept: int
+    training_patients: int
+
+    def tags(self) -> dict[str, str]:
+        """The counts as tag values (for the model version and the run)."""
+        return {
+            "eval_rows_excluded_patient_overlap": str(self.rows_excluded),
+            "eval_patients_excluded_overlap": str(self.patients_excluded),
+            "eval_patients": str(self.patients_kept),
+            "training_patients": str(self.training_patients),
+        }
+
+
+def patient_ids(frame: pd.DataFrame, what: str) -> np.ndarray:
+    """The patient identifiers of ``frame`` as strings; an error naming ``what`` without them."""
+    if PATIENT_COLUMN not in frame.columns:
+        raise PatientOverlapError(f"{what} has no '{PATIENT_COLUMN}' column")
+    ids = frame[PATIENT_COLUMN]
+    if ids.isna().any():
+        raise PatientOverlapError(f"{what} has {int(ids.isna().sum())} row(s) without a patient")
+    return ids.astype("int64").astype(str).to_numpy()
+
+
+def exclude_training_patients(
+    evaluation: pd.DataFrame, training_patients: Iterable[str]
+) -> Disjointness:
+    """The rows of ``evaluation`` whose patient is not in ``training_patients``."""
+    training = set(training_patients)
+    ids = patient_ids(evaluation, "the evaluation data")
+    overlap = np.isin(ids, list(training)) if training else np.zeros(len(ids), dtype=bool)
+    return Disjointness(
+        keep=~overlap,
+        rows_excluded=int(overlap.sum()),
+        patients_excluded=len(set(ids[overlap])),
+        patients_kept=len(set(ids[~overlap])),
+        training_patients=len(training),
+    )
+
+
+def assert_disjoint(evaluation: pd.DataFrame, training_patients: Iterable[str]) -> None:
+    """Raise ``PatientOverlapError`` (with counts only) if any evaluation patient was trained on."""
+    ids = set(patient_ids(evaluation, "the evaluation data"))
+    shared = ids & set(training_patients)
+    if shared:
+        raise PatientOverlapError(
+            f"{len(shared)} patient(s) of the evaluation data are in the training data"
+        )
