@@ -44,6 +44,7 @@ MAX_BODY_BYTES_ENV = "HEALTH_PREDICT_MAX_BODY_BYTES"
 # docker/serving/nginx.conf caps bodies at the same size (client_max_body_size 16m).
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
+MAX_INTEGER_DIGITS = 18  # every int64 count fits; longer ones would overflow float conversion
 ROUTES = {"/ping": {"GET", "HEAD"}, "/health": {"GET", "HEAD"}, "/version": {"GET", "HEAD"}}
 ROUTES["/invocations"] = {"POST"}
 JSON_FORMATS = ("dataframe_records", "dataframe_split")
@@ -94,10 +95,21 @@ def _media_type(content_type: str | None) -> str:
     return media_type
 
 
+def _parse_int(digits: str) -> int:
+    """A JSON integer; one too long for a 64-bit count (or for a float) is a 400, not a 500."""
+    if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _bad_request(
+            f"The request body holds a number too long to read (over {MAX_INTEGER_DIGITS} digits)."
+        )
+    return int(digits)
+
+
 def _load_json(data: bytes) -> Any:
     """The decoded body; malformed, too deeply nested or unreadable numbers are a 400."""
     try:
-        return json.loads(data)
+        return json.loads(data, parse_int=_parse_int)
+    except RefusedRequest:
+        raise
     except UnicodeDecodeError:
         raise _bad_request("The request body is not UTF-8.") from None
     except json.JSONDecodeError as error:
