@@ -1,11 +1,16 @@
 """The retraining decision: DRIFT_DETECTED when the drift matters to the model, else NO_DRIFT.
 
-With labels (enough labelled rows in the batch) the decision looks at what retraining would fix:
-ROC-AUC decay or calibration decay relative to the model's held-out baseline. Without labels it
-looks at drift the model feels: the distribution of its scores (PSI) or drift in the input
-columns it relies on. Evidently's own dataset rule (share of drifted columns >= 0.5) is reported
-as ``dataset_drift`` but is not part of the decision: on this data it never fires (the share is
-0.2-0.4 on batches where the model visibly decays) and it weighs an unused column like a key one.
+Labels arrive weeks after the inputs (``steps.monitoring.loop`` models the lag), so a decision
+combines two sources. On matured labels (a batch whose 30-day outcomes are known, with enough rows
+of each class) it looks at what retraining would fix: ROC-AUC decay or calibration decay relative
+to the model's held-out baseline. On the newest, unlabelled inputs it looks at drift the model
+feels: the distribution of its scores (PSI), drift in the input columns it relies on, and the
+ROC-AUC estimated without labels (CBPE, ``steps.monitoring.cbpe``) against the same estimate on
+the baseline. Any reason from either source means DRIFT_DETECTED.
+
+Evidently's own dataset rule (share of drifted columns >= 0.5) is reported as ``dataset_drift``
+but is not part of the decision: on this data it never fires (the share is 0.2-0.4 on batches
+where the model visibly decays) and it weighs an unused column like a key one.
 The defaults and the measurements behind them are in ``docs/monitoring.md``.
 """
 
@@ -75,6 +80,38 @@ def drift_reasons(
             f"drift in the columns the model relies on: {important_drift_share:.2f} of its "
             f"reliance (threshold {thresholds.important_drift_share})"
         )
+    return reasons
+
+
+def estimated_reasons(
+    estimated: dict, baseline_estimated: dict, thresholds: Thresholds
+) -> list[str]:
+    """Why the unlabelled batch's CBPE ROC-AUC says the model got worse (empty if it does not)."""
+    drop = baseline_estimated["roc_auc"] - estimated["roc_auc"]
+    if drop >= thresholds.auc_drop:
+        return [
+            f"estimated ROC-AUC (CBPE, no labels) fell by {drop:.3f} (batch "
+            f"{estimated['roc_auc']:.3f}, baseline {baseline_estimated['roc_auc']:.3f}; "
+            f"threshold {thresholds.auc_drop})"
+        ]
+    return []
+
+
+def all_reasons(summary: dict, thresholds: Thresholds) -> list[str]:
+    """Every reason a monitoring summary gives under ``thresholds``.
+
+    ``summary`` holds ``performance`` (realised, on matured labels; None when unusable),
+    ``prediction_drift``, ``important_drift_share`` and ``estimated_performance`` (CBPE).
+    """
+    reasons = []
+    if summary.get("performance"):
+        performance = summary["performance"]
+        reasons += performance_reasons(performance["batch"], performance["baseline"], thresholds)
+    reasons += drift_reasons(
+        summary["prediction_drift"], summary["important_drift_share"], thresholds
+    )
+    estimated = summary["estimated_performance"]
+    reasons += estimated_reasons(estimated["batch"], estimated["baseline"], thresholds)
     return reasons
 
 

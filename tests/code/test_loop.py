@@ -79,14 +79,103 @@ def test_reset_forgets_state_and_batches_and_starts_a_new_loop(store):
     assert loop.start_or_resume(10, store).loop_id != state.loop_id
 
 
-def test_retraining_data_holds_the_labelled_rows_of_handled_batches(store):
+def test_retraining_data_holds_the_labelled_rows_of_matured_batches(store):
+    state = loop.start_or_resume(10, store, label_lag_batches=0)
     for index in (0, 1):
         loop.prepare_batch(index, 10, store)
+        loop.release_labels(state, index, index, store)
+        state = loop.advance(state, index, None, data_uri=store)
     uri = loop.build_retraining_data([1, 0], store)
     combined = columns.read_encounters_csv(storage.read_bytes(uri))
     future = _future(store).head(20)
     assert list(combined["encounter_id"]) == list(future["encounter_id"])
+    assert combined[columns.LABEL_COLUMN].notna().all()
     assert loop.build_retraining_data([], store) is None
+
+
+@pytest.mark.parametrize(("batch_size", "lag"), [(5000, 1), (836, 1), (835, 2), (500, 2), (100, 9)])
+def test_default_label_lag_covers_30_days(batch_size, lag):
+    # 27.87 encounters a day: 5,000 rows span 179 days, 835 rows 29.96 days, 100 rows 3.6 days.
+    assert loop.default_label_lag(batch_size) == lag
+
+
+def test_stored_batches_carry_no_labels_and_labels_are_released_only_when_matured(store):
+    state = loop.start_or_resume(10, store, label_lag_batches=1)
+    batch = loop.prepare_batch(0, 10, store)
+    stored = columns.read_encounters_csv(storage.read_bytes(batch.uri))
+    assert columns.LABEL_COLUMN not in stored
+    assert batch.labelled_rows == int(columns.is_label_eligible(_future(store).head(10)).sum())
+    with pytest.raises(loop.LoopStateError, match="not matured at batch 0"):
+        loop.release_labels(state, 0, 0, store)
+    state = loop.advance(state, 0, None, data_uri=store)
+    assert loop.matured_indices(state, 1) == [0]
+    released = columns.read_encounters_csv(
+        storage.read_bytes(loop.release_labels(state, 0, 1, store))
+    )
+    assert list(released[columns.LABEL_COLUMN]) == list(_future(store)[columns.LABEL_COLUMN][:10])
+
+
+def _handle(state, store, decision="DRIFT_DETECTED", retrain_every=0):
+    batch = loop.prepare_batch(state.next_batch_index, state.batch_size, store)
+    retrain = loop.should_retrain(decision, state, batch.index, retrain_every)
+    return batch, retrain
+
+
+def test_nothing_is_retrained_or_gated_on_unmatured_labels(store, monkeypatch):
+    """Drift at every batch, lag 1: which rows reach training, the gate and the monitor.
+
+    The entry points are replaced by recorders: this checks the data the loop hands them (real
+    training and gating on these URIs run in tests/integration/test_dags.py).
+    """
+    handed: dict[str, list] = {"train": [], "register": [], "monitor": []}
+
+    def record(entry_point, parameters, run_key=None, experiment=None):
+        handed[entry_point].append(dict(parameters))
+        if entry_point == "monitor":
+            storage.write_json({"decision": "DRIFT_DETECTED"}, storage.join(
+                parameters["report_uri"], loop.DRIFT_SUMMARY_NAME))  # fmt: skip
+        return f"{entry_point}-run"
+
+    monkeypatch.setattr(loop.tracking, "run_entry_point", record)
+    monkeypatch.setattr(loop, "champion_version", lambda: "1")
+    monkeypatch.setattr(
+        loop, "registration_outcome", lambda t, r: loop.TrainingOutcome(t, r, "2", "1", "2")
+    )
+    state = loop.start_or_resume(10, store, label_lag_batches=1)
+    future = _future(store)
+    ids = lambda frame: set(frame["encounter_id"].astype(int))  # noqa: E731
+    read = lambda uri: columns.read_encounters_csv(storage.read_bytes(uri))  # noqa: E731
+    retrained_at = []
+    for index in range(3):
+        batch, retrain = _handle(state, store)
+        loop.run_monitor(batch, state, "1", data_uri=store)
+        if retrain:
+            assert loop.retrain_for_batch(state, batch, {"families": "logreg"}, data_uri=store)
+            retrained_at.append(index)
+        state = loop.advance(state, index, "1", data_uri=store)
+    assert retrained_at == [2]  # batch 2 is the first with two matured batches (0 and 1)
+    monitored = [params["labelled_uri"] for params in handed["monitor"]]
+    assert monitored[0] == ""  # batch 0: no label has matured
+    assert ids(read(monitored[1])) == ids(future.iloc[0:10])
+    assert ids(read(monitored[2])) == ids(future.iloc[10:20])
+    (trained,) = handed["train"]
+    (gated,) = handed["register"]
+    assert ids(read(trained["extra_train_uri"])) == ids(future.iloc[0:10])
+    assert ids(read(gated["eval_data_uri"])) == ids(future.iloc[10:20])
+    assert not ids(future.iloc[20:25]) & (
+        ids(read(trained["extra_train_uri"])) | ids(read(gated["eval_data_uri"]))
+    )
+
+
+def test_scheduled_arm_retrains_every_k_batches_once_labels_matured(store):
+    state = loop.start_or_resume(5, store, label_lag_batches=1)
+    chosen = []
+    for index in range(5):
+        _, retrain = _handle(state, store, decision=None, retrain_every=2)
+        chosen.append(retrain)
+        state = loop.advance(state, index, None, data_uri=store)
+    # k=2 asks after batches 1 and 3; at batch 1 only batch 0 has matured, too few to gate on.
+    assert chosen == [False, False, False, True, False]
 
 
 def test_trigger_run_ids_are_deterministic_per_loop_and_batch(store):
@@ -97,9 +186,13 @@ def test_trigger_run_ids_are_deterministic_per_loop_and_batch(store):
     assert first.startswith("retrain__") and state.loop_id in first
 
 
-def test_should_retrain_only_on_drift_with_history(store):
-    state = loop.start_or_resume(10, store)
-    assert not loop.should_retrain("DRIFT_DETECTED", state)
+def test_should_retrain_only_on_drift_with_two_matured_batches(store):
+    state = loop.start_or_resume(10, store, label_lag_batches=1)
+    assert not loop.should_retrain("DRIFT_DETECTED", state, 0)
     state = loop.advance(state, 0, None, data_uri=store)
-    assert loop.should_retrain("DRIFT_DETECTED", state)
-    assert not loop.should_retrain("NO_DRIFT", state)
+    assert not loop.should_retrain("DRIFT_DETECTED", state, 1)
+    state = loop.advance(state, 1, None, data_uri=store)
+    assert loop.should_retrain("DRIFT_DETECTED", state, 2)
+    assert not loop.should_retrain("NO_DRIFT", state, 2)
+    with pytest.raises(loop.LoopStateError, match="label_lag_batches=1"):
+        loop.start_or_resume(10, store, label_lag_batches=2)

@@ -82,6 +82,9 @@ def _loop_state(slice_env: dict) -> dict:
 def _monitoring(thresholds: dict) -> tuple[str, dict]:
     conf = {
         "batch_size": BATCH_SIZE,
+        # Labels at once (lag 0): batch 1 retrains on batch 0 and is gated on batch 1; the lag
+        # itself is tested in tests/code/test_loop.py.
+        "label_lag_batches": 0,
         "retrain_mode": "inline",
         "deploy_target": "local",
         **TINY_TRAINING,
