@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps.core import config, storage
 from steps import split
+from steps.core import config, storage
 
 SPLIT_SHARES = {"initial_train": 0.70, "initial_validation": 0.15, "initial_test": 0.15}
 
@@ -91,6 +92,13 @@ def test_split_run_logs_hashes_counts_and_seed(ingested_and_split):
         assert run.data.params[f"{name}_sha256"] == entry.sha256
         assert run.data.metrics[f"{name}_rows"] == entry.rows
     assert run.data.metrics["source_rows"] == 101_766
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == set(result.files)
+    for name, entry in result.files.items():
+        tags = {tag.key: tag.value for tag in inputs[name].tags}
+        assert tags["sha256"] == entry.sha256 and tags["mlflow.data.context"]
+        assert inputs[name].dataset.source_type in {"local", "s3"}
+        assert json.loads(inputs[name].dataset.profile)["num_rows"] == entry.rows
     manifest = storage.read_json(result.manifest_uri)
     assert {name: f["sha256"] for name, f in manifest["files"].items()} == {
         name: entry.sha256 for name, entry in result.files.items()

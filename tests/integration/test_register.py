@@ -1,8 +1,9 @@
 """The registry step end to end: on the local SQLite store and on a real mlflow server + Postgres.
 
-Training runs follow the training contract (family-best runs with ``val_roc_auc`` and a logged
-pyfunc) but hold tiny rule models (``score_rule_model.py``) of known quality, judged on a synthetic
-labelled frame with the raw schema, so every decision below is known in advance. Each test uses its
+Training runs follow the training contract (family-best runs with a logged pyfunc whose
+LoggedModel carries the selection metric) but hold tiny rule models (``score_rule_model.py``) of
+known quality, judged on a synthetic labelled frame with the raw schema, so every decision below
+is known in advance. Each test uses its
 own registered-model name, so tests and backends never see each other's aliases. The last test
 registers the small real training run (``trained_model``) on the real ``initial_test`` split.
 """
@@ -111,7 +112,10 @@ def log_training_run(families: dict[str, tuple[dict, float]]) -> tuple[str, dict
                             "health_predict.data.initial_train_sha256": "ab" * 32,
                         }
                     )
-                    mlflow.log_metrics({"val_roc_auc": val_roc_auc, "test_brier": 0.1})
+                    mlflow.log_metrics(
+                        {register.SELECTION_METRIC: val_roc_auc, "test_brier": 0.1},
+                        model_id=info.model_id,
+                    )
                     mlflow.log_params({"threshold": model_config["threshold"], "target": "30d"})
                     best_runs[family] = best.info.run_id
     return parent.info.run_id, best_runs

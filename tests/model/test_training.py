@@ -84,7 +84,10 @@ def test_family_best_runs_carry_metrics_hashes_threshold_and_artifacts(
         )
         assert set(subgroups["attribute"]) == {"race", "gender", "age_group"}
         assert subgroups.groupby("attribute")["rows"].sum().nunique() == 1  # same rows each
-        assert run.data.tags[train.MODEL_URI_TAG]
+        model_id = run.data.tags[train.MODEL_URI_TAG].removeprefix("models:/")
+        linked = {(m.key, m.dataset_name) for m in mlflow.get_logged_model(model_id).metrics}
+        assert {("val_roc_auc", "initial_validation"), ("test_roc_auc", "initial_test")} <= linked
+        assert {d.dataset.name for d in run.inputs.dataset_inputs} == set(train.SPLIT_FILES)
 
 
 def test_best_model_scores_real_test_rows_like_its_logged_metric(trained_model, processed_data_uri):
