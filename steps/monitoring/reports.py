@@ -196,7 +196,8 @@ def _quality_results(snapshot: Snapshot, rows: int) -> dict:
 
 
 def performance_report(batch: pd.DataFrame, baseline: pd.DataFrame) -> PerformanceResult:
-    """Classification metrics of ``batch`` vs ``baseline`` (scored, labelled, with ``target``)."""
+    """Classification metrics of ``batch`` vs ``baseline`` (scored, labelled, with ``target``):
+    ROC-AUC, precision, recall, share flagged and lift at the model's threshold, calibration."""
     wanted = [SCORE, PREDICTION, TARGET]
     definition = DataDefinition(
         numerical_columns=[SCORE],
@@ -231,8 +232,12 @@ def performance_report(batch: pd.DataFrame, baseline: pd.DataFrame) -> Performan
         metric_id = metric.metric_id
         current[name] = float(snapshot.metric_results[metric_id].value)
         reference[name] = float(snapshot.context.get_reference_metric_result(metric_id).value)
-    for values in (current, reference):
+    for values, frame in ((current, batch), (reference, baseline)):
         values["calibration_ratio"] = values["mean_predicted"] / max(values["observed_rate"], 1e-9)
+        # The operating point: the share flagged at the model's alert-budget threshold, and how
+        # many times the readmission rate its flags find (precision / observed rate).
+        values["flag_rate"] = float(frame[PREDICTION].astype("float64").mean())
+        values["lift"] = values["precision"] / max(values["observed_rate"], 1e-9)
     return PerformanceResult(snapshot=snapshot, batch=current, baseline=reference)
 
 
