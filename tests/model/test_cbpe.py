@@ -16,6 +16,9 @@ from steps.core import config, storage
 from steps.evaluation import evaluate
 from steps.monitoring import cbpe
 
+# Needs the session's trained model (real Ray Tune training): not part of make test-fast.
+pytestmark = pytest.mark.slow
+
 
 def test_estimate_equals_the_mean_realised_roc_auc_when_probabilities_are_calibrated():
     rng = np.random.default_rng(0)

@@ -14,6 +14,9 @@ from steps import monitor
 from steps.core import config, storage
 from steps.monitoring.decision import DRIFT_DETECTED, NO_DRIFT
 
+# Needs the session's trained model (real Ray Tune training): not part of make test-fast.
+pytestmark = pytest.mark.slow
+
 BATCH_ROWS = 2500
 
 
