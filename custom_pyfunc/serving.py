@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,6 +52,9 @@ JSON_FORMATS = ("dataframe_records", "dataframe_split")
 CONTENT_TYPES = ("application/json", "text/csv")
 
 _logger = logging.getLogger(__name__)
+# MLflow runs each request in a thread of its own; under the GIL they cannot run in parallel, and
+# several at once only starve the event loop that answers /ping. One at a time per worker.
+_ONE_REQUEST_AT_A_TIME = threading.Lock()
 _KNOWN = frozenset(columns.RAW_COLUMNS)
 
 
@@ -215,7 +219,8 @@ def invocations(data: bytes, content_type: str | None, model, input_schema=None)
         return scoring_server.InvocationsResponse(body, status, "application/json")
 
     try:
-        predictions = model.predict(read_request(data, content_type))
+        with _ONE_REQUEST_AT_A_TIME:
+            predictions = model.predict(read_request(data, content_type))
     except RefusedRequest as refused:
         return answer(refused.status, refused.body())
     except validation.InvalidModelInput as invalid:
