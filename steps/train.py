@@ -467,6 +467,28 @@ def log_model_metrics(metrics: dict[str, float], model_id: str, data: TrainingDa
     mlflow.log_metrics(remaining, model_id=model_id)
 
 
+def evaluate_split(
+    predictor: ReadmissionPredictor,
+    data: TrainingData,
+    split_name: str,
+    directory: Path,
+    maxf1_threshold: float,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics of ``predictor`` on one labelled split, its evaluation artifacts written to
+    ``directory``: at the operating threshold, ROC-AUC of the raw scores, and at the max-F1
+    threshold (``maxf1_*``); and the split's probabilities."""
+    frame, labels = data.raw[split_name], data.labels[split_name]
+    probability = predictor.probability(frame)
+    metrics = evaluate.write_evaluation(
+        frame, labels, probability, predictor.threshold, directory,
+        f"{predictor.family} on {split_name}",
+    )  # fmt: skip
+    metrics["raw_roc_auc"] = float(roc_auc_score(labels, predictor.raw_probability(frame)))
+    at_max_f1 = evaluate.classification_metrics(labels, probability, maxf1_threshold)
+    metrics.update({f"maxf1_{k}": at_max_f1[k] for k in ("precision", "recall", "f1", "flag_rate")})
+    return metrics, probability
+
+
 def log_family_best(
     family: str,
     params: dict[str, Any],
@@ -501,23 +523,11 @@ def log_family_best(
         metrics = dict(details)
         with tempfile.TemporaryDirectory() as tmp:
             for split_name, prefix in (("initial_validation", "val"), ("initial_test", "test")):
-                probability = predictor.probability(data.raw[split_name])
                 directory = Path(tmp) / "evaluation" / ("" if prefix == "test" else "validation")
-                labels = data.labels[split_name]
-                values = evaluate.write_evaluation(
-                    data.raw[split_name], labels, probability,
-                    predictor.threshold, directory, f"{family} on {split_name}",
-                )  # fmt: skip
+                values, probability = evaluate_split(
+                    predictor, data, split_name, directory, details["maxf1_threshold"]
+                )
                 metrics.update({f"{prefix}_{k}": v for k, v in values.items()})
-                raw = predictor.raw_probability(data.raw[split_name])
-                metrics[f"{prefix}_raw_roc_auc"] = float(roc_auc_score(labels, raw))
-                at_max_f1 = evaluate.classification_metrics(
-                    labels, probability, details["maxf1_threshold"]
-                )
-                metrics.update(
-                    {f"{prefix}_maxf1_{k}": at_max_f1[k] for k in ("precision", "recall", "f1")}
-                )
-                metrics[f"{prefix}_maxf1_flag_rate"] = at_max_f1["flag_rate"]
             best_baseline, versus = baselines.comparison_metrics(
                 data.labels["initial_test"], probability, baseline_test, "test"
             )
