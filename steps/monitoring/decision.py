@@ -30,9 +30,9 @@ class Thresholds:
     """Decision thresholds (declared with the same names and defaults in ``MLproject``)."""
 
     auc_drop: float = 0.05
-    calibration_ratio: float = 1.2
-    prediction_drift_psi: float = 0.1
-    important_drift_share: float = 0.5
+    calibration_ratio: float = 1.3
+    prediction_drift_psi: float = 0.05
+    important_drift_share: float = 0.15
 
     def as_dict(self) -> dict[str, float]:
         """The thresholds by name."""
