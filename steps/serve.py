@@ -173,11 +173,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="scoring-server workers (default: %(default)s)"
     )
+    parser.add_argument(
+        "--startup-timeout-s",
+        type=float,
+        default=180.0,
+        help="seconds to wait for /ping (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     model_uri = args.model_uri
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
-    with serve_model(model_uri, workers=args.workers) as base_url:
+    with serve_model(
+        model_uri, workers=args.workers, startup_timeout_s=args.startup_timeout_s
+    ) as base_url:
         print(json.dumps(smoke_test(base_url, serving_input_example(model_uri))))
         print(f"serving {model_uri} at {base_url} (Ctrl-C or SIGTERM to stop)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

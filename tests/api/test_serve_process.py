@@ -22,7 +22,7 @@ from steps.core import config
 pytestmark = pytest.mark.slow
 
 
-def _started_server(process: subprocess.Popen, timeout_s: float = 180) -> list[psutil.Process]:
+def _started_server(process: subprocess.Popen, timeout_s: float = 600) -> list[psutil.Process]:
     """Wait for the 'serving ... at' line, then return every descendant of ``process``."""
     deadline = time.monotonic() + timeout_s
     for line in process.stdout:
@@ -42,6 +42,7 @@ def test_serve_leaves_nothing_running_however_it_stops(request, signum):
         pytest.skip("API_BASE_URL is set: this tests the local launcher")
     model_uri = request.getfixturevalue("trained_model").model_uri
     command = [sys.executable, "-m", "steps.serve", "--model-uri", model_uri, "--workers", "2"]
+    command += ["--startup-timeout-s", "600"]  # a loaded 2-core machine loads models slowly
     process = subprocess.Popen(
         command,
         cwd=config.PROJECT_ROOT,
