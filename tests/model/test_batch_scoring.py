@@ -55,6 +55,12 @@ def in_process(trained_model, future_slice: Path) -> pd.DataFrame:
     return mlflow.pyfunc.load_model(trained_model.model_uri).predict(frame)
 
 
+def _read_csv_the_usual_way(path: Path) -> pd.DataFrame:
+    """``pd.read_csv`` with its default NA handling ("None" becomes NaN); ICD-9 codes declared as
+    text, since a code is not a number (the model refuses ``428.0`` for ``"428"``, as before)."""
+    return pd.read_csv(path, dtype={name: str for name in columns.DIAGNOSIS_COLUMNS})
+
+
 def _assert_same_answers(answers: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert len(answers) == len(expected)
     np.testing.assert_array_equal(answers["prediction"], expected["prediction"])
@@ -75,7 +81,7 @@ def _models_predict(model_uri: str, input_path: Path, content_type: str):
 
 
 def test_pandas_default_reader_gives_the_same_answers(trained_model, future_slice, in_process):
-    frame = pd.read_csv(future_slice)
+    frame = _read_csv_the_usual_way(future_slice)
     assert frame["max_glu_serum"].isna().any() and frame["A1Cresult"].isna().any()
     answers = mlflow.pyfunc.load_model(trained_model.model_uri).predict(frame)
     _assert_same_answers(answers, in_process)
@@ -88,7 +94,7 @@ def test_mlflow_models_predict_reads_the_projects_csv(trained_model, future_slic
 
 
 def test_mlflow_models_predict_reads_json_built_by_pandas(trained_model, future_slice, in_process):
-    frame = pd.read_csv(future_slice)  # the usual client: "None" is NaN here, null in the JSON
+    frame = _read_csv_the_usual_way(future_slice)  # "None" is NaN here, null in the JSON
     path = future_slice.with_name("future_slice.json")
     split = json.loads(frame.to_json(orient="split", index=False))
     path.write_text(json.dumps({"dataframe_split": split}))
