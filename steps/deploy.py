@@ -1,13 +1,20 @@
-"""Deploy the champion: hardened serving image → ECR → Kubernetes rollout, or a local smoke test.
+"""Deploy the champion: serving image → registry → Kubernetes rollout, a local container, or a
+local scoring server.
 
 Always writes the serving Dockerfile (``mlflow models generate-dockerfile``, then hardened: non-root
-user, HEALTHCHECK on /ping, explicit workers, our nginx config). For ``target=k8s`` it checks that
-a Docker engine, AWS credentials and a Kubernetes cluster are all available *before* doing anything
-else, so a missing one stops the step with a one-line ``error:`` and nothing half-deployed. Then it
-builds the image, tags it with the model version, pushes it to ECR with boto3-issued credentials,
-sets the Deployment's image with the kubernetes client, waits for the rollout and rolls back if it
-does not become ready. ``target=local`` serves the champion with MLflow's scoring server and
-smoke-tests it with the model's own input example.
+user, HEALTHCHECK on /ping, explicit workers, our nginx config, read-only root filesystem ready) and
+builds it through :mod:`steps.images` (content-addressed tag, reused when nothing changed).
+
+- ``target=k8s``: a missing Docker engine (or, for an ECR registry, AWS credentials) stops the step
+  before building. Otherwise it builds, pushes ``<registry>/<repository>:v<version>`` (the registry
+  host is configuration; ECR hosts get boto3-issued credentials; tags are immutable: the push is
+  skipped when the tag holds the same image and refused when it holds another), then sets the
+  Deployment's image, waits for the rollout and rolls back if it does not become ready. With no
+  cluster it stops after the push with one ``error:`` line saying what was done.
+- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp),
+  waits until healthy, smoke-tests it and prints ``SERVING_URL=... CONTAINER=...``.
+- ``target=local``: serves with ``mlflow models serve`` and smoke-tests it with the model's own
+  input example.
 """
 
 from __future__ import annotations
@@ -141,7 +148,7 @@ ENV MLFLOW_MODELS_WORKERS={workers} \\
     PYTHONUNBUFFERED=1
 EXPOSE 8080
 USER {APP_UID}:{APP_UID}
-HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \\
+HEALTHCHECK --interval=10s --timeout=5s --start-period=180s --retries=3 \\
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=4)"]
 
 """  # noqa: E501
@@ -392,8 +399,8 @@ def run_container(
     """Start ``image`` detached on 127.0.0.1:``port`` (free if None), read-only with a tmpfs
     /tmp as in k8s/deployment.yaml, and wait until its health check says healthy.
 
-    Returns (container, base URL). A container that exits or turns unhealthy is removed and the
-    error carries its last log lines.
+    Returns (container, base URL). A container that exits, or is not healthy within
+    ``timeout_s``, is removed and the error carries its last log lines.
     """
     client = images.engine()
     port = port or serve.free_port()
@@ -409,7 +416,7 @@ def run_container(
         status = container.attrs["State"].get("Health", {}).get("Status", "none")
         if status == "healthy":
             return container, f"http://127.0.0.1:{port}"
-        if container.status == "exited" or status == "unhealthy":
+        if container.status in ("exited", "dead"):
             break
         time.sleep(1)
     tail = container.logs(tail=15).decode(errors="replace")
