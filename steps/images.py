@@ -48,6 +48,7 @@ WHEELHOUSE = config.PROJECT_ROOT / ".cache" / "wheelhouse"
 # MLflow's serving image installs gunicorn[gevent] beside the model's requirements.
 SERVING_EXTRA_REQUIREMENTS = ("gunicorn[gevent]",)
 LOCK_FILE = config.PROJECT_ROOT / "requirements.lock"
+WHEELHOUSE_PORT = 38517
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -226,8 +227,13 @@ def download_wheels(requirements: list[str]) -> Path:
 
 @contextlib.contextmanager
 def _serve_directory(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` on loopback, on a fixed port when free: the URL is a build argument,
+    part of the layer cache key, so a new port would rebuild every pip layer."""
     handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", WHEELHOUSE_PORT), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
