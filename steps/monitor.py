@@ -128,11 +128,11 @@ def assess(
     batch_clean = features.clean_data(batch.frame)
     reference_clean = features.clean_data(reference.frame)
     drift_columns = comparable_columns(batch_clean, reference_clean)
-    model = load_model(model_uri)
-
     batch_rows = _valid_rows(batch)
     if batch_rows.empty:
         raise MonitorInputError(f"batch {batch_uri}: no row satisfies the model's input contract")
+    model = load_model(model_uri)
+
     batch_scores = score(model, batch.frame.loc[batch_rows])
     reference_rows = _valid_rows(reference)
     reference_scores = cached_scores(model, reference, reference_rows, data_root)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns, features
-from steps.core import config, storage
 from steps import monitor
+from steps.core import config, storage
 from steps.monitoring.inputs import MonitorInputError, comparable_columns, contract_violations
 from tests.fixtures_data import synthetic_encounters
 
@@ -29,14 +29,14 @@ def validation_rows(processed_data_uri: str) -> pd.DataFrame:
     return columns.read_encounters_csv(storage.read_bytes(uri)).head(300)
 
 
-@pytest.mark.parametrize("case", ["empty", "missing_columns", "no_overlap", "unreadable"])
+@pytest.mark.parametrize("case", ["empty", "missing_columns", "all_inputs_null", "unreadable"])
 def test_bad_batch_exits_2_with_one_line(case, validation_rows, tmp_path, capsys):
     batch = validation_rows.copy()
     if case == "empty":
         batch = batch.iloc[:0]
     elif case == "missing_columns":
         batch = batch.drop(columns=["age", "insulin"])
-    elif case == "no_overlap":
+    elif case == "all_inputs_null":
         batch[list(columns.INPUT_COLUMNS)] = None
     uri = str(tmp_path / "batch.csv")
     if case == "unreadable":
@@ -54,7 +54,8 @@ def test_bad_batch_exits_2_with_one_line(case, validation_rows, tmp_path, capsys
     expected = {
         "empty": "no rows",
         "missing_columns": "missing required columns: age, insulin",
-        "no_overlap": "no overlap with the reference",
+        # Null lab results mean "not measured", so the batch still overlaps on those two columns.
+        "all_inputs_null": "no row satisfies the model's input contract",
         "unreadable": "empty",
     }[case]
     assert expected in err
