@@ -218,7 +218,13 @@ def test_gate_promotes_on_floors_rejects_worse_and_promotes_better(backend, clie
     assert "## Intended use" in description and "## Known limitations" in description
     assert len(description) <= 5000
     card = mlflow.artifacts.load_text(f"runs:/{third.registry_run_id}/model_card.md")
-    for section in ("## Not intended for", "## Subgroups", "## Threshold", "## Calibration"):
+    for section in (
+        "## Not intended for",
+        "## Subgroups",
+        "## Fair baselines",
+        "## Operating point",
+        "## Calibration",
+    ):
         assert section in card
     assert "| gender | Female |" in card
     assert tags["eval_data_sha256"] in card
