@@ -103,7 +103,8 @@ def harden_dockerfile(dockerfile: str, workers: int) -> str:
 
     ``FROM`` the ``BASE_IMAGE`` build argument (default: MLflow's choice, ``python:3.11-slim``);
     pip reads ``PIP_NO_INDEX``/``PIP_FIND_LINKS`` build arguments when given (offline builds from
-    a wheelhouse); nginx is installed only if the base lacks it. Replaces nginx's config with ours
+    a wheelhouse); nginx and the OpenMP runtime (libgomp1, for the boosted families) are
+    installed only if the base lacks them. Replaces nginx's config with ours
     (docker/serving/nginx.conf), links nginx's log and state folders to /tmp (the only writable
     path under a read-only root filesystem), drops MLflow's world-writable chmod, runs as an
     unprivileged user, pins the worker count and request limits, and adds a HEALTHCHECK on /ping.
@@ -121,7 +122,8 @@ def harden_dockerfile(dockerfile: str, workers: int) -> str:
     )
     head = re.sub(
         r"^RUN (apt-get -y update && apt-get install -y --no-install-recommends nginx)$",
-        r"RUN command -v nginx >/dev/null || (\1)",
+        r"RUN (command -v nginx >/dev/null && ldconfig -p | grep -q libgomp.so.1) "
+        r"|| (\1 libgomp1)",
         head,
         flags=re.MULTILINE,
     )

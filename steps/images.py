@@ -39,8 +39,9 @@ from steps.core import config
 PUBLIC_BASE_IMAGE = "python:3.11-slim"
 LOCAL_BASE_REPOSITORY = "health-predict-base"
 DEBIAN_SUITE = "bookworm"
-# What the images need beyond a minimal Debian: Python 3.11 with venv (pip), TLS roots, nginx.
-BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "nginx")
+# What the images need beyond a minimal Debian: Python 3.11 with venv (pip), TLS roots, nginx,
+# and the OpenMP runtime that LightGBM, XGBoost and CatBoost load.
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "nginx", "libgomp1")
 BASE_PYTHON = "/usr/local/python"
 SERVICES_IMAGE_REPOSITORY = "health-predict-services"
 SERVING_IMAGE_REPOSITORY = "health-predict-api"
