@@ -44,7 +44,8 @@ def run_deploy(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 def test_docker_target_via_mlflow_run_serves_on_loopback(serving_image, container_model, tmp_path):
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_EXPERIMENT_ID"}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"
     completed = subprocess.run(
         ["mlflow", "run", ".", "-e", "deploy", "--env-manager", "local",
          "--experiment-name", config.DEPLOYMENT_EXPERIMENT, "-P", "target=docker",
