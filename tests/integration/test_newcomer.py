@@ -49,12 +49,14 @@ class Newcomer:
     done: dict[str, subprocess.CompletedProcess]
 
     def client(self) -> mlflow.MlflowClient:
-        return mlflow.MlflowClient(self.env["MLFLOW_TRACKING_URI"])
+        uri = self.env["MLFLOW_TRACKING_URI"]
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def stub_run_id(self, entry_point: str) -> str:
-        """The run ``mlflow run`` created (it prints its id)."""
+        """The run ``mlflow run`` created: the last run id it prints (the entry points a stage
+        runs itself, like simulate's, print theirs before)."""
         output = self.done[entry_point].stdout + self.done[entry_point].stderr
-        return output.split("=== Run (ID '", 1)[1].split("'", 1)[0]
+        return output.rsplit("=== Run (ID '", 1)[1].split("'", 1)[0]
 
 
 def _mlflow_run(env: dict[str, str], cwd: Path, entry_point: str, params: tuple[str, ...]):

@@ -11,6 +11,7 @@ import pytest
 
 from custom_pyfunc import columns, features, model
 from steps import train
+from steps.core import config
 from steps.evaluation import evaluate
 from tests.fixtures_data import synthetic_encounters
 
@@ -26,15 +27,16 @@ def _training_data(seed: int) -> train.TrainingData:
 @pytest.fixture(scope="module")
 def synthetic_predictor():
     params = {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 10, "learning_rate": 0.1}
-    predictor, details = train.fit_family_best("lightgbm", params, _training_data(11), seed=0)
+    alert_budget = config.project_defaults("train")["alert_budget"]
+    predictor, details = train.fit_family_best(
+        "lightgbm", params, _training_data(11), seed=0, alert_budget=alert_budget
+    )
     assert details["refit_time_s"] > 0
     return predictor
 
 
 @pytest.fixture(scope="module")
 def logged_model_uri(synthetic_predictor) -> str:
-    from steps.core import config
-
     config.ensure_experiment("HealthPredict_Tests")
     with mlflow.start_run():
         return model.log_readmission_model(synthetic_predictor).model_uri
