@@ -104,6 +104,14 @@ def latest_training_run_id() -> str:
     return run_id
 
 
+def default_eval_data_uri(client: MlflowClient, train_run_id: str) -> str:
+    """``initial_test`` of the data store the training run read (its ``resolved.data_uri``),
+    else of the configured data store."""
+    params = client.get_run(train_run_id).data.params
+    data_uri = params.get(f"{config.RESOLVED_PREFIX}data_uri") or config.data_uri()
+    return storage.join(data_uri, config.INITIAL_TEST_KEY)
+
+
 def family_best_runs(client: MlflowClient, train_run_id: str) -> list[Run]:
     """The family-best runs nested in the training run (or one level deeper, in family runs)."""
     experiment_id = client.get_run(train_run_id).info.experiment_id
@@ -525,7 +533,7 @@ def register(
     client = _client()
     policy = policy or gate.GatePolicy()
     train_run_id = train_run_id or latest_training_run_id()
-    eval_data_uri = eval_data_uri or storage.join(config.data_uri(), config.INITIAL_TEST_KEY)
+    eval_data_uri = eval_data_uri or default_eval_data_uri(client, train_run_id)
     source = best_family_run(family_best_runs(client, train_run_id))
     with _start_registry_run(f"register-{source.info.run_id[:8]}") as run:
         registry_run_id = run.info.run_id
@@ -606,7 +614,10 @@ def rollback() -> RollbackResult:
 
 HELP = {
     "train_run_id": "training run whose family-best models compete (empty: the newest one)",
-    "eval_data_uri": "labelled raw-format CSV(s) the gate judges on (empty: initial_test)",
+    "eval_data_uri": (
+        "labelled raw-format CSV(s) the gate judges on "
+        "(empty: initial_test of the data store the training run read)"
+    ),
     "margin": "non-inferiority margin on the ROC-AUC difference",
     "auc_floor": "lowest ROC-AUC a champion may have",
     "max_subgroup_recall_gap": "largest recall gap between age/sex/race subgroups",

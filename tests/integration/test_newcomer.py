@@ -144,6 +144,6 @@ def test_resolved_values_are_logged_under_their_own_keys(newcomer):
     simulate_run = tracking_runs(newcomer, "simulate")[0]
     assert simulate_run.data.params["resolved.data_uri"] == newcomer.data_uri
     stub = newcomer.client().get_run(newcomer.stub_run_id("simulate"))
-    assert stub.data.params["data_uri"] == ""
+    assert stub.data.params["data_uri"] in ("", "''")  # mlflow run logs the empty default quoted
     train_run = tracking_runs(newcomer, "train")[0]
     assert train_run.data.params["resolved.data_uri"] == newcomer.data_uri
