@@ -92,7 +92,7 @@ def _wait_for_task_state(
     deadline = time.monotonic() + timeout_s
     while (state := api.task_states(dag_id, run_id).get(task_id)) != wanted:
         run_state = api.run(dag_id, run_id)["state"]
-        assert run_state == "running", api.why(dag_id, run_id)
+        assert run_state in ("queued", "running"), api.why(dag_id, run_id)
         assert time.monotonic() < deadline, f"{task_id} still {state}"
         time.sleep(2)
 
