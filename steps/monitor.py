@@ -27,7 +27,8 @@ import mlflow
 import pandas as pd
 
 from custom_pyfunc import columns, features
-from steps.core import config, storage
+from steps.core import config, storage, tracking
+from steps.evaluation import patients
 from steps.monitoring import cbpe
 from steps.monitoring.decision import Thresholds, all_reasons, decision, labels_usable
 from steps.monitoring.inputs import (
@@ -78,6 +79,40 @@ def _with_target(table: EncounterTable, scores: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(**{TARGET: pd.Series(dtype="int64")})
     frame[TARGET] = columns.make_label(table.frame.loc[labelled]).astype("int64")
     return frame
+
+
+def model_training_patients(model, model_uri: str) -> set[str] | None:
+    """Patients of the data the model was trained, calibrated or tuned on, from the tags of the
+    run that logged it and its parents (None when they cannot tell)."""
+    run_id = model.metadata.run_id
+    if not run_id:
+        return None
+    try:
+        tags = tracking.lineage_tags(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    try:
+        return patients.training_patients(tags)
+    except patients.PatientOverlapError as exc:
+        raise MonitorInputError(f"model {model_uri}: {exc}") from None
+
+
+def without_training_patients(
+    scored: pd.DataFrame, table: EncounterTable, training: set[str] | None
+) -> tuple[pd.DataFrame, dict]:
+    """The labelled, scored rows of ``table`` whose patient the model never saw in training
+    (asserted), and the counts (never an identifier)."""
+    if training is None or patients.PATIENT_COLUMN not in table.frame.columns:
+        return scored, {"check": "not possible: no training data or no patient column"}
+    rows = table.frame.loc[scored.index]
+    try:
+        disjoint = patients.exclude_training_patients(rows, training)
+        patients.assert_disjoint(rows[disjoint.keep], training)
+    except patients.PatientOverlapError as exc:
+        raise MonitorInputError(f"{table.uri}: {exc}") from None
+    counts = {"rows_excluded": disjoint.rows_excluded,
+              "patients_excluded": disjoint.patients_excluded}  # fmt: skip
+    return scored[disjoint.keep], {"check": "passed", **counts}
 
 
 def monitor(
@@ -149,7 +184,10 @@ def assess(
     baseline = load_table(baseline_uri, "baseline")
     check_table(baseline)
     baseline_scores = cached_scores(model, baseline, _valid_rows(baseline), data_root)
-    baseline_labelled = _with_target(baseline, baseline_scores)
+    training = model_training_patients(model, model_uri)
+    baseline_labelled, baseline_overlap = without_training_patients(
+        _with_target(baseline, baseline_scores), baseline, training
+    )
     if baseline_labelled.empty:
         raise MonitorInputError(f"baseline {baseline_uri} has no labelled rows")
     # Death/hospice rows never get a label: CBPE estimates on the rows that can have one.
@@ -162,9 +200,13 @@ def assess(
         matured = load_table(labelled_uri, "labelled batch")
         check_table(matured)
         matured_rows = _valid_rows(matured)
-        batch_labelled = _with_target(matured, score(model, matured.frame.loc[matured_rows]))
+        batch_labelled, batch_overlap = without_training_patients(
+            _with_target(matured, score(model, matured.frame.loc[matured_rows])), matured, training
+        )
     else:
-        batch_labelled = _with_target(batch, batch_scores)
+        batch_labelled, batch_overlap = without_training_patients(
+            _with_target(batch, batch_scores), batch, training
+        )
     positives = int(batch_labelled[TARGET].sum())
     performance = None
     if labels_usable(positives, len(batch_labelled) - positives):
@@ -201,6 +243,7 @@ def assess(
             {"batch": performance.batch, "baseline": performance.baseline} if performance else None
         ),
         "estimated_performance": estimated,
+        "patient_overlap": {"batch": batch_overlap, "baseline": baseline_overlap},
         "data_quality": {
             **drift.data_quality,
             "rows_breaking_contract": len(batch.frame) - len(batch_rows),
@@ -283,6 +326,9 @@ def _metrics(summary: dict) -> dict[str, float]:
         estimated = summary["estimated_performance"][side]
         metrics[f"{side}_estimated_roc_auc"] = estimated["roc_auc"]
         metrics[f"{side}_estimated_observed_rate"] = estimated["observed_rate"]
+        overlap = summary["patient_overlap"][side]
+        if "rows_excluded" in overlap:
+            metrics[f"{side}_rows_excluded_patient_overlap"] = overlap["rows_excluded"]
     if summary["performance"]:
         for side in ("batch", "baseline"):
             metrics.update({f"{side}_{k}": v for k, v in summary["performance"][side].items()})

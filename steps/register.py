@@ -176,33 +176,15 @@ def load_evaluation_data(eval_data_uri: str, target: str = "30d") -> EvaluationD
     )
 
 
-def training_patients(tags: dict[str, str]) -> set[str] | None:
-    """Patients of every file set the model was trained, calibrated or tuned on, read from the
-    URIs its run recorded (None when it recorded none); an error if a file changed since."""
-    found: set[str] | None = None
-    for name in patients.TRAINING_SETS:
-        uri = tags.get(f"{DATA_TAG_PREFIX}{name}{patients.URI_TAG_SUFFIX}")
-        if not uri:
-            continue
-        data = labelled.read_labelled(uri)
-        if data.sha256 != tags.get(f"{DATA_TAG_PREFIX}{name}_sha256", data.sha256):
-            raise RegistrationError(
-                f"training data {name} changed since training (sha256 differs): "
-                "cannot keep the evaluation data patient-disjoint from it"
-            )
-        found = (found or set()) | set(patients.patient_ids(data.frame, f"training data {name}"))
-    return found
-
-
 def disjoint_from_training(
     evaluation: EvaluationData, tags: dict[str, str]
 ) -> tuple[EvaluationData, dict[str, str]]:
     """The evaluation rows whose patients the model never saw in training, asserted, and the
     counts as tags."""
-    training = training_patients(tags)
-    if training is None:
-        return evaluation, {"patient_overlap_check": "not possible: no training data URIs"}
     try:
+        training = patients.training_patients(tags)
+        if training is None:
+            return evaluation, {"patient_overlap_check": "not possible: no training data URIs"}
         disjoint = patients.exclude_training_patients(evaluation.frame, training)
         frame = evaluation.frame[disjoint.keep].reset_index(drop=True)
         patients.assert_disjoint(frame, training)

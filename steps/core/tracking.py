@@ -84,6 +84,17 @@ def alias_version(alias: str, name: str | None = None) -> str | None:
         raise
 
 
+def lineage_tags(run_id: str) -> dict[str, str]:
+    """The tags of ``run_id`` over those of its parent runs (the nearest run wins)."""
+    client = _client()
+    merged: dict[str, str] = {}
+    while run_id:
+        tags = client.get_run(run_id).data.tags
+        merged = {**tags, **merged}
+        run_id = tags.get("mlflow.parentRunId", "")
+    return merged
+
+
 def finished_run_with_key(entry_point: str, run_key: str) -> str | None:
     """Id of a FINISHED run of ``entry_point`` tagged with ``run_key``, None if there is none."""
     runs = find_runs({RUN_KEY_TAG: run_key, MLFLOW_PROJECT_ENTRY_POINT: entry_point})

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from steps.core.tracking import DATA_TAG_PREFIX
+from steps.data import labelled
+
 PATIENT_COLUMN = "patient_nbr"
 # The files a training run fits, calibrates, early-stops or tunes on (initial_test is only scored).
 TRAINING_SETS = ("initial_train", "initial_validation", "extra_train")
@@ -78,3 +81,22 @@ def assert_disjoint(evaluation: pd.DataFrame, training_patients: Iterable[str]) 
         raise PatientOverlapError(
             f"{len(shared)} patient(s) of the evaluation data are in the training data"
         )
+
+
+def training_patients(tags: dict[str, str]) -> set[str] | None:
+    """Patients of every file set the model was trained, calibrated or tuned on, read from the
+    URIs its runs recorded in ``tags`` (None when they record none); an error if a file changed
+    since training."""
+    found: set[str] | None = None
+    for name in TRAINING_SETS:
+        uri = tags.get(f"{DATA_TAG_PREFIX}{name}{URI_TAG_SUFFIX}")
+        if not uri:
+            continue
+        data = labelled.read_labelled(uri)
+        if data.sha256 != tags.get(f"{DATA_TAG_PREFIX}{name}_sha256", data.sha256):
+            raise PatientOverlapError(
+                f"training data {name} changed since training (sha256 differs): "
+                "cannot keep the evaluation data patient-disjoint from it"
+            )
+        found = (found or set()) | set(patient_ids(data.frame, f"training data {name}"))
+    return found

@@ -209,6 +209,8 @@ def _mlflow_run_train(
         "HEALTH_PREDICT_DATA_URI": data_uri,
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
     }
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)  # the test session's own; they clash with --experiment-name
     command = [
         str(Path(sys.executable).parent / "mlflow"), "run", str(PROJECT_ROOT), "-e", "train",
         "--env-manager", "local", "--experiment-name", config.TRAINING_EXPERIMENT,

@@ -20,10 +20,15 @@ pytestmark = pytest.mark.slow
 BATCH_ROWS = 2500
 
 
+def _read(data_uri: str, key: str) -> pd.DataFrame:
+    return columns.read_encounters_csv(storage.read_bytes(storage.join(data_uri, key)))
+
+
 @pytest.fixture(scope="module")
 def held_out(processed_data_uri: str) -> pd.DataFrame:
-    uri = storage.join(processed_data_uri, config.INITIAL_VALIDATION_KEY)
-    return columns.read_encounters_csv(storage.read_bytes(uri))
+    """initial_test: encounters of patients the model was never trained, calibrated or tuned on
+    (initial_validation would be dropped as training patients)."""
+    return _read(processed_data_uri, config.INITIAL_TEST_KEY)
 
 
 def _store(frame: pd.DataFrame, data_uri: str, name: str) -> str:
@@ -54,6 +59,36 @@ def test_no_drift_batch_is_not_flagged(no_drift_run):
     quality = summary["data_quality"]
     assert quality["rows_breaking_contract"] == 3
     assert quality["out_of_range"] == {"time_in_hospital": 3}
+
+
+def test_performance_leaves_out_the_patients_the_model_was_trained_on(
+    held_out, processed_data_uri, trained_model
+):
+    trained_on = _read(processed_data_uri, config.INITIAL_TRAIN_KEY)
+    batch = pd.concat(
+        [held_out.sample(1500, random_state=21), trained_on.sample(700, random_state=22)],
+        ignore_index=True,
+    )
+    summary = monitor.monitor(
+        _store(batch, processed_data_uri, "with_training_patients"),
+        model_uri=trained_model.model_uri,
+    )
+    training_patients = set(trained_on["patient_nbr"]) | set(
+        _read(processed_data_uri, config.INITIAL_VALIDATION_KEY)["patient_nbr"]
+    )
+    labelled = batch[batch["readmitted"].notna() & columns.is_label_eligible(batch)]
+    overlapping = labelled["patient_nbr"].isin(training_patients)
+    overlap = summary["patient_overlap"]["batch"]
+    assert overlap["check"] == "passed"
+    assert overlap["rows_excluded"] == int(overlapping.sum()) >= 600
+    assert summary["data_quality"]["labelled_rows"] == int((~overlapping).sum())
+    assert summary["patient_overlap"]["baseline"] == {
+        "check": "passed",
+        "rows_excluded": 0,
+        "patients_excluded": 0,
+    }
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.data.metrics["batch_rows_excluded_patient_overlap"] == overlap["rows_excluded"]
 
 
 def test_reports_and_run_are_published(no_drift_run):
