@@ -28,6 +28,9 @@ from steps.core.config import PROJECT_ROOT
 SCRIPT = PROJECT_ROOT / "scripts" / "local_stack.sh"
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 FINISHED = {"success", "failed"}
+# A task whose process died with a killed scheduler is noticed after this many seconds without a
+# heartbeat (Airflow's default: 300), so that the kill scenario fits the test budget.
+STACK_SETTINGS = {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"}
 
 
 @dataclass
@@ -41,7 +44,7 @@ class LocalStack:
     def script(self, command: str, timeout_s: float = 900) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["bash", str(SCRIPT), command],
-            env={**os.environ, "LOCAL_STACK_DIR": str(self.directory)},
+            env={**os.environ, **STACK_SETTINGS, "LOCAL_STACK_DIR": str(self.directory)},
             capture_output=True,
             text=True,
             timeout=timeout_s,
