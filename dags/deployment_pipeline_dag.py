@@ -22,20 +22,16 @@ experiment `HealthPredict_Deployment` (`deploy` runs with the Dockerfile and rol
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
-from health_predict_common import DEFAULT_ARGS, DEPLOYMENT_DAG_ID, TRAINING_DAG_ID
+from health_predict_common import DAG_SETTINGS, DEPLOYMENT_DAG_ID, TRAINING_DAG_ID
 
 
 @dag(
     dag_id=DEPLOYMENT_DAG_ID,
     doc_md=__doc__,
     schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
     params={
         "target": Param("k8s", enum=["k8s", "local"], description="Where to deploy"),
         "model_version": Param(
@@ -47,6 +43,7 @@ from health_predict_common import DEFAULT_ARGS, DEPLOYMENT_DAG_ID, TRAINING_DAG_
         "aws_region": Param(None, type=["null", "string"], description="AWS region"),
         "rollout_timeout_s": Param(None, type=["null", "number"], minimum=1),
     },
+    **DAG_SETTINGS,
     tags=["health-predict", "deployment"],
 )
 def health_predict_api_deployment():

@@ -50,13 +50,13 @@ and `HealthPredict_Registry`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task
 from health_predict_common import (
-    DEFAULT_ARGS,
+    DAG_SETTINGS,
     GATE_PARAMS,
     MONITORING_DAG_ID,
     TRAINING_DAG_ID,
@@ -128,11 +128,8 @@ def _training_options(params: dict) -> dict:
     dag_id=MONITORING_DAG_ID,
     doc_md=__doc__,
     schedule="@daily",
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
     params=_params(),
+    **DAG_SETTINGS,
     tags=["health-predict", "monitoring"],
 )
 def health_predict_monitoring_retraining():

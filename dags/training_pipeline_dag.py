@@ -24,11 +24,11 @@ registered model `health-predict` and its aliases.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 from health_predict_common import (
-    DEFAULT_ARGS,
+    DAG_SETTINGS,
     GATE_PARAMS,
     TRAINING_DAG_ID,
     deploy_branch,
@@ -42,10 +42,6 @@ from health_predict_common import (
     dag_id=TRAINING_DAG_ID,
     doc_md=__doc__,
     schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
     params={
         "data_uri": Param("", type="string", description="Data-store root; empty = default"),
         "run_split": Param(False, type="boolean", description="Run ingest + split first"),
@@ -61,6 +57,7 @@ from health_predict_common import (
         "deploy_target": deploy_target_param(),
         **gate_params(),
     },
+    **DAG_SETTINGS,
     tags=["health-predict", "training"],
 )
 def health_predict_training_hpo():
