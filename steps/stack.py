@@ -51,6 +51,12 @@ SECRETS = {
 }
 
 
+# What an MLflow client outside the stack needs: the server advertises multipart downloads (its
+# artifact store is S3), whose presigned URLs name the S3 endpoint inside the stack's network
+# (http://s3:5000), which the host cannot reach: downloads would hang. Proxied downloads instead.
+HOST_CLIENT_ENV = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
+
+
 def compose_command() -> list[str]:
     """``docker compose`` when the plugin answers, else ``docker-compose``."""
     docker = shutil.which("docker")
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             os.environ.setdefault("MLFLOW_TRACKING_USERNAME", "admin")
             os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", values["MLFLOW_ADMIN_PASSWORD"])
+            os.environ.update(HOST_CLIENT_ENV)
             settings["SERVING_IMAGE"] = deploy.build_serving_image(deploy.DEFAULT_MODEL_URI).tag
         write_env(ENV_FILE, settings)
         if args.action == "up":

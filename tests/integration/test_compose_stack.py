@@ -98,7 +98,9 @@ def airflow_token(base: str, project: str, env_file) -> str:
     return response.json()["access_token"]
 
 
-def test_training_dag_through_rest_then_prediction_from_serving(compose_stack, docker_client):
+def test_training_dag_through_rest_then_prediction_from_serving(
+    compose_stack, docker_client, monkeypatch
+):
     project, values, env_file = compose_stack
     base = f"http://127.0.0.1:{values['AIRFLOW_PORT']}"
     headers = {"Authorization": f"Bearer {airflow_token(base, project, env_file)}"}
@@ -125,11 +127,14 @@ def test_training_dag_through_rest_then_prediction_from_serving(compose_stack, d
     assert wait_for(finished, 1800, "the training DAG run", poll_s=10) == "success"
 
     # The champion, read from the stack's MLflow (basic auth), served by the stack's container.
-    os.environ.update({
+    # (monkeypatch: later tests of the session keep their own tracking store)
+    for name, value in {
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{values['MLFLOW_PORT']}",
         "MLFLOW_TRACKING_USERNAME": "admin",
         "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_ADMIN_PASSWORD"],
-    })  # fmt: skip
+        **stack.HOST_CLIENT_ENV,
+    }.items():
+        monkeypatch.setenv(name, value)
     unauthenticated = requests.get(
         f"http://127.0.0.1:{values['MLFLOW_PORT']}/api/2.0/mlflow/experiments/search",
         params={"max_results": 1}, timeout=30,
