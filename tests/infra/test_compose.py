@@ -113,9 +113,14 @@ def test_airflow_runs_local_executor_on_postgres(services):
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
         ), name
         assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/health-predict/dags"
-    commands = {name: services[name]["command"] for name in AIRFLOW_SERVICES}
+    init = services["airflow-init"]["entrypoint"]
+    assert init == ["bash", "/opt/health-predict/docker/airflow/init.sh"]
+    script = (PROJECT_ROOT / "docker" / "airflow" / "init.sh").read_text()
+    assert "airflow db migrate" in script and "SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in script
+    commands = {
+        name: services[name]["command"] for name in AIRFLOW_SERVICES if name != "airflow-init"
+    }
     assert commands == {
-        "airflow-init": ["db", "migrate"],
         "airflow-apiserver": ["api-server"],
         "airflow-scheduler": ["scheduler"],
         "airflow-dag-processor": ["dag-processor"],
