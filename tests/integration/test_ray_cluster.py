@@ -42,10 +42,12 @@ from steps.core.config import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).parent / "ray")
-TRIALS = 4
-# More trials than CPUs for longer than a worker node's first actor takes to start (its
-# runtime_env carries the project's code), so that both nodes get trials.
-SPREAD_TRIALS = 6
+TRIALS = 6
+# More trials than CPUs, each long enough (LightGBM: seconds; a logistic regression trial took
+# about 1 s, and in one CI run the head finished all 6 before the worker node's first actor, whose
+# runtime_env carries the project's code, had started) that both nodes get trials.
+FAMILY = "lightgbm"
+SPREAD_TRIALS = 10
 START_ATTEMPTS = 3
 
 
@@ -217,7 +219,7 @@ def _mlflow_run_train(
     command = [
         str(Path(sys.executable).parent / "mlflow"), "run", str(PROJECT_ROOT), "-e", "train",
         "--env-manager", "local", "--experiment-name", config.TRAINING_EXPERIMENT,
-        "-P", f"ray_address={cluster.address}", "-P", "families=logreg",
+        "-P", f"ray_address={cluster.address}", "-P", f"families={FAMILY}",
         "-P", f"trials_per_family={trials}", "-P", "time_budget_s=600",
         "-P", f"data_uri={data_uri}",
     ]  # fmt: skip
