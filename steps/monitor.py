@@ -106,8 +106,7 @@ def without_training_patients(
         return scored, {"check": "not possible: no training data or no patient column"}
     rows = table.frame.loc[scored.index]
     try:
-        disjoint = patients.exclude_training_patients(rows, training)
-        patients.assert_disjoint(rows[disjoint.keep], training)
+        disjoint = patients.disjoint_rows(rows, training)
     except patients.PatientOverlapError as exc:
         raise MonitorInputError(f"{table.uri}: {exc}") from None
     counts = {"rows_excluded": disjoint.rows_excluded,

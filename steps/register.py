@@ -185,11 +185,10 @@ def disjoint_from_training(
         training = patients.training_patients(tags)
         if training is None:
             return evaluation, {"patient_overlap_check": "not possible: no training data URIs"}
-        disjoint = patients.exclude_training_patients(evaluation.frame, training)
-        frame = evaluation.frame[disjoint.keep].reset_index(drop=True)
-        patients.assert_disjoint(frame, training)
+        disjoint = patients.disjoint_rows(evaluation.frame, training)
     except patients.PatientOverlapError as exc:
         raise RegistrationError(f"evaluation data: {exc}") from exc
+    frame = evaluation.frame[disjoint.keep].reset_index(drop=True)
     labels = evaluation.labels[disjoint.keep]
     summary = replace(
         evaluation.summary,

@@ -83,6 +83,13 @@ def assert_disjoint(evaluation: pd.DataFrame, training_patients: Iterable[str]) 
         )
 
 
+def disjoint_rows(evaluation: pd.DataFrame, training_patients: Iterable[str]) -> Disjointness:
+    """:func:`exclude_training_patients`, with the kept rows asserted disjoint."""
+    disjoint = exclude_training_patients(evaluation, training_patients)
+    assert_disjoint(evaluation[disjoint.keep], training_patients)
+    return disjoint
+
+
 def training_patients(tags: dict[str, str]) -> set[str] | None:
     """Patients of every file set the model was trained, calibrated or tuned on, read from the
     URIs its runs recorded in ``tags`` (None when they record none); an error if a file changed
