@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,8 +288,47 @@ def test_trials_run_on_both_nodes_and_every_trial_is_logged(
     assert token not in result.output
 
 
-def _kill_worker_raylet_mid_trial(cluster: RayCluster, killed: dict):
-    """Return a callback that SIGKILLs the worker node's raylet once a trial runs there."""
+# A driver of its own that takes the head node's only CPU with one actor pinned there, prints
+# "held" once the actor runs, and keeps the CPU until its stdin closes.
+HOLD_HEAD_CPU = """
+import sys, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address=sys.argv[1], log_to_driver=False)
+@ray.remote(num_cpus=1)
+class Hold:
+    def ready(self):
+        return True
+hold = Hold.options(
+    scheduling_strategy=NodeAffinitySchedulingStrategy(sys.argv[2], soft=False)
+).remote()
+ray.get(hold.ready.remote(), timeout=300)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def _head_cpu_held(cluster: RayCluster) -> Iterator[subprocess.Popen]:
+    """Hold the head node's CPU so the search's first trials can only start on the worker node;
+    ``process.terminate()`` (or leaving the block) gives it back."""
+    worker = cluster.worker_raylet().pid
+    (head_id,) = [node for node, raylet in cluster.raylets().items() if raylet.pid != worker]
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_HEAD_CPU, cluster.address, head_id],
+        env=cluster.env, cwd=cluster.directory / "cwd", stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout.readline().strip() == "held", "could not hold the head node's CPU"
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _on_first_worker_trial(cluster: RayCluster, action) -> Callable:
+    """Return a callback that calls ``action(worker_raylet)`` once a trial runs on the worker
+    node (and records when, in ``on_started.done``)."""
 
     def on_started(process: subprocess.Popen) -> None:
         raylet = cluster.worker_raylet()
@@ -301,27 +340,32 @@ def _kill_worker_raylet_mid_trial(cluster: RayCluster, killed: dict):
                 except psutil.NoSuchProcess:
                     continue
                 if title.startswith("ray::ImplicitFunc.train"):
-                    os.kill(raylet.pid, signal.SIGKILL)
-                    killed["at_s"] = time.monotonic()
+                    action(raylet)
+                    on_started.done = time.monotonic()
                     return
             time.sleep(0.05)
 
+    on_started.done = None
     return on_started
 
 
 def test_search_survives_losing_a_worker_node(
     ray_cluster: RayCluster, mlflow_server_uri: str, processed_data_uri: str
 ):
-    killed: dict = {}
-    result = _mlflow_run_train(
-        ray_cluster,
-        mlflow_server_uri,
-        processed_data_uri,
-        TRIALS,
-        on_started=_kill_worker_raylet_mid_trial(ray_cluster, killed),
-    )
+    # With the head node's CPU held, the first trial can only run on the worker node (left to
+    # itself, the head may run every trial before the worker's first actor has started).
+    with _head_cpu_held(ray_cluster) as holder:
+
+        def kill_then_release_head(raylet: psutil.Process) -> None:
+            os.kill(raylet.pid, signal.SIGKILL)
+            holder.terminate()
+
+        on_started = _on_first_worker_trial(ray_cluster, kill_then_release_head)
+        result = _mlflow_run_train(
+            ray_cluster, mlflow_server_uri, processed_data_uri, TRIALS, on_started=on_started
+        )
     print(f"\ntrain with the worker node killed mid-trial: {result.seconds:.1f} s")
-    assert killed, "no trial ever ran on the worker node"
+    assert on_started.done, "no trial ever ran on the worker node"
     assert len(ray_cluster.raylets()) == 1, "the worker node's raylet is still alive"
     assert result.returncode == 0, result.output[-5000:]
     # The trial that was running on the lost node was started again on the head node: every
