@@ -15,6 +15,7 @@ from steps.core.config import PROJECT_ROOT
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 KIND_OVERLAY = PROJECT_ROOT / "docker" / "compose.kind.yml"
+AWS_OVERLAY = PROJECT_ROOT / "docker" / "compose.aws.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 AIRFLOW_SERVICES = {
     "airflow-init",
@@ -155,9 +156,11 @@ def test_no_hard_coded_secrets(compose):
 
 def test_every_variable_is_declared_in_env_example_and_every_secret_is_generated():
     declared = stack.read_env(ENV_EXAMPLE)
-    used = set(VARIABLE.findall(COMPOSE_FILE.read_text())) | set(
-        VARIABLE.findall(KIND_OVERLAY.read_text())
-    )
+    used = {
+        name
+        for path in (COMPOSE_FILE, KIND_OVERLAY, AWS_OVERLAY)
+        for name in VARIABLE.findall(path.read_text())
+    }
     assert used <= set(declared), f"not in .env.example: {sorted(used - set(declared))}"
     required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", COMPOSE_FILE.read_text()))
     assert required - {"SERVICES_IMAGE"} <= set(stack.SECRETS)

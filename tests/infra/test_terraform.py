@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hcl2
 import pytest
+import yaml
 from hcl2.utils import SerializationOptions
 
 from steps.core.config import PROJECT_ROOT
@@ -386,3 +387,80 @@ def test_terraform_validate(tmp_path: Path):
         )
     result = run_terraform(["validate", "-no-color"], module)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _env_written_by(rendered_user_data: str, project_dir: Path) -> dict[str, str]:
+    """Run the rendered script's .env block in bash (IMDS answers and the operator stubbed)."""
+    block = re.search(
+        r'^random_hex\(\).*?^if \[ ! -f "\$PROJECT_DIR/\.env" \]; then\n.*?^fi$',
+        rendered_user_data, re.M | re.S,
+    )  # fmt: skip
+    assert block, "no .env block in the user data"
+    script = "\n".join([
+        "set -euo pipefail",
+        f"PROJECT_DIR={project_dir}",
+        "OPERATOR=$(id -un)",
+        "SERVICES_IMAGE=health-predict-services:0123456789ab",
+        "PUBLIC_DNS=ec2-203-0-113-7.compute-1.amazonaws.com",
+        "PUBLIC_IP=203.0.113.7",
+        "getent() { echo docker:x:998:; }",
+        block.group(0),
+    ])  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    env_file = project_dir / ".env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    return dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+
+
+def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
+    rendered_user_data: str, tmp_path: Path
+):
+    """The EC2 host's .env names what docker-compose.yml reads, and with the overlays the
+    services reach the project bucket through the instance role (no access key, regional
+    endpoint), moto idles, and MLflow's artifacts go to the bucket (checked by the real
+    ``docker compose config`` on the rendered .env; no AWS here)."""
+    from steps import stack
+
+    env = _env_written_by(rendered_user_data, tmp_path)
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):?\?", (PROJECT_ROOT / "docker-compose.yml")
+                              .read_text()))  # fmt: skip
+    assert required <= set(env), f"not written: {sorted(required - set(env))}"
+    assert set(stack.SECRETS) <= set(env)
+    assert env["S3_ACCESS_KEY_ID"] == env["S3_SECRET_ACCESS_KEY"] == ""
+    assert all(len(env[name]) >= 32 for name in stack.SECRETS if not name.startswith("S3_"))
+    compose_line = re.search(r"docker compose (-f .*?) up", rendered_user_data.replace("\\\n", ""))
+    files = compose_line.group(1).split()[1::2]
+    assert files == ["docker-compose.yml", "docker/compose.kind.yml", "docker/compose.aws.yml"]
+    try:
+        command = stack.compose_command()
+    except Exception as error:  # neither compose front-end installed
+        pytest.skip(str(error))
+    assert env["AIRFLOW_PORT"] == "example-airflow_port"  # terraform's value, as rendered
+    # Numbers for the ports (the rendering's example values are names), a folder to mount.
+    env.update(AIRFLOW_PORT="8080", MLFLOW_PORT="5000", HOST_KUBE_DIR=str(tmp_path))
+    (tmp_path / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    arguments = [arg for name in files for arg in ("-f", str(PROJECT_ROOT / name))]
+    result = subprocess.run(
+        [*command, "--env-file", str(tmp_path / "stack.env"), *arguments, "config"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True,
+        # The host's shell environment, as cloud-init has it: nothing of this test session's.
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("mlflow", "airflow-scheduler", "airflow-apiserver"):
+        environment = services[name]["environment"]
+        assert not environment.get("AWS_ACCESS_KEY_ID"), name
+        assert environment["AWS_ENDPOINT_URL"] == "https://s3.example-aws_region.amazonaws.com"
+    assert environment["HEALTH_PREDICT_DATA_URI"] == "s3://example-bucket_name/data"
+    assert (
+        services["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"]
+        == "s3://example-bucket_name/mlflow-artifacts"
+    )
+    assert services["s3"]["entrypoint"] == ["sleep", "infinity"]
+    assert services["s3-init"]["entrypoint"] == ["true"]
+    # Published beyond loopback (the security group limits who reaches them); docker-compose 1
+    # prints a port as "ip:host:container", the plugin as a mapping.
+    (port,) = services["airflow-apiserver"]["ports"]
+    assert (port["host_ip"] if isinstance(port, dict) else port.split(":")[0]) == "0.0.0.0"
