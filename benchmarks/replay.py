@@ -5,9 +5,10 @@ Three arms see the same ``future_data`` batches (``--batch-size`` rows, in file 
 * **frozen**: the initial champion, trained on the initial data only (checked with
   ``steps.simulate.trained_without_future_data``);
 * **scheduled**: retrain after every ``--retrain-every`` k-th batch, no drift detection;
-* **drift-triggered** (ours): ``steps.monitor.assess`` on every batch (drift and CBPE on its
-  inputs, realised performance on the newest matured batch, thresholds = ``Thresholds()``, frozen
-  on the tuning slice by ``benchmarks/drift.py``); retrain on DRIFT_DETECTED.
+* **drift-triggered** (ours): ``steps.monitor.assess`` on every batch (drift against the rows the
+  served model was fitted on and CBPE on its inputs, realised performance on the newest matured
+  batch, thresholds = ``Thresholds()``, frozen on the tuning slice by ``benchmarks/drift.py``);
+  retrain on DRIFT_DETECTED.
 
 Both retraining arms use the loop's own rules (``steps.monitoring.loop``): labels mature after
 ``--label-lag-batches`` (default: 30 days at the batch size), retraining needs two matured
@@ -81,6 +82,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
     from custom_pyfunc.predictor import ReadmissionPredictor
     from steps import simulate, train
     from steps.core import config, storage, tracking
+    from steps.data import labelled
     from steps.evaluation import evaluate, gate, subgroups
     from steps.monitor import assess
     from steps.monitoring import cbpe, loop, tuning
@@ -149,9 +151,27 @@ def run(work_dir: Path, args) -> dict[str, object]:
             family=frozen.family,
             calibrated=calibrated,
         )
+        # The run records what it was fitted on, as ``train`` does, so that ``assess`` compares
+        # batches with these rows and leaves their patients out of the realised performance.
+        extra = raw.iloc[len(initial_train) :]
+        extra_uri = storage.write_bytes(
+            str(folder / f"extra_train_0-{train_indices[-1]}.csv"),
+            columns.to_raw_csv_bytes(extra[extra[columns.LABEL_COLUMN].notna()]),
+        )
+        fitted_on = {
+            "initial_train": storage.join(root, config.INITIAL_TRAIN_KEY),
+            "initial_validation": storage.join(root, config.INITIAL_VALIDATION_KEY),
+            "extra_train": extra_uri,
+        }
+        data_tags = {
+            f"{tracking.DATA_TAG_PREFIX}{name}_{kind}": value
+            for name, uri in fitted_on.items()
+            for kind, value in (("uri", uri), ("sha256", labelled.read_labelled(uri).sha256))
+        }
         with mlflow.start_run(
             experiment_id=config.ensure_experiment("HealthPredict_Replay_Benchmark"),
             run_name=f"refit-through-batch-{train_indices[-1]}",
+            tags=data_tags,
         ):
             uri = log_readmission_model(predictor).model_uri
         fit_seconds.append(time.perf_counter() - begun)
@@ -222,7 +242,8 @@ def run(work_dir: Path, args) -> dict[str, object]:
                     summary["estimated_performance"]["batch"]["roc_auc"], 4
                 )
                 record["decision"] = decision
-                record["reasons"] = len(summary["reasons"])
+                # What fired, without the figures (e.g. "prediction drift", "calibration shifted").
+                record["reasons"] = [r.split(":")[0].split(" (")[0] for r in summary["reasons"]]
             if arm.retrain_every >= 0 and loop.should_retrain(
                 decision, state, index, max(arm.retrain_every, 0)
             ):

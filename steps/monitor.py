@@ -1,14 +1,15 @@
 """Monitor one batch: Evidently drift and performance reports, and a retrain-or-not decision.
 
-``monitor(batch_uri, ...)`` compares the batch with the reference data (default: ``initial_train``)
-and, when the batch carries labels, the model's performance on it with its performance on a
+``monitor(batch_uri, ...)`` compares the batch with the reference data (default: the rows the model
+was fitted on, ``initial_train`` plus any retraining rows, as its training run recorded them) and,
+when the batch carries labels, the model's performance on it with its performance on a
 held-out baseline (default: ``initial_test``). It writes ``drift_report.html``,
 ``performance_report.html`` (labelled batches) and ``drift_summary.json`` to ``report_uri``
 (default ``<data store>/drift_reports/<batch file stem>-<content hash>/``), logs them with params
 and metrics to an MLflow run of ``HealthPredict_Monitoring`` and returns the summary.
 
-Idempotent per batch: the run is tagged with the batch's sha256; re-running on the same content
-replaces the report folder and deletes the earlier run, so one batch has one run.
+Per batch: the run is tagged with the batch's sha256; re-running on the same content replaces the
+report folder and adds a run (earlier runs are kept as the audit record).
 
 CLI: ``python -m steps.monitor --batch-uri ...``; the last stdout line is ``DRIFT_DETECTED`` or
 ``NO_DRIFT``. Bad input (empty batch, missing columns, no overlap with the reference, a model that
@@ -28,6 +29,7 @@ import pandas as pd
 
 from custom_pyfunc import columns, features
 from steps.core import config, storage, tracking
+from steps.core.tracking import DATA_TAG_PREFIX
 from steps.evaluation import patients
 from steps.monitoring import cbpe
 from steps.monitoring.decision import Thresholds, all_reasons, decision, labels_usable
@@ -57,6 +59,9 @@ DRIFT_REPORT_NAME = "drift_report.html"
 PERFORMANCE_REPORT_NAME = "performance_report.html"
 BATCH_TAG = "health_predict.monitor.batch_sha256"
 DECISION_TAG = "health_predict.monitor.decision"
+# The training run's file sets the model was fitted on: the default drift reference. A retrained
+# champion is compared with the data it learnt from, not with the initial data it has moved past.
+FITTED_ON = ("initial_train", "extra_train")
 # Evidently's dataset-level rule, reported for reference (not used in the decision).
 EVIDENTLY_DATASET_DRIFT_SHARE = 0.5
 
@@ -81,16 +86,27 @@ def _with_target(table: EncounterTable, scores: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def model_training_patients(model, model_uri: str) -> set[str] | None:
-    """Patients of the data the model was trained, calibrated or tuned on, from the tags of the
-    run that logged it and its parents (None when they cannot tell)."""
+def model_lineage_tags(model) -> dict[str, str]:
+    """The tags of the run that logged ``model`` and of its parents (empty when unknown)."""
     run_id = model.metadata.run_id
     if not run_id:
-        return None
+        return {}
     try:
-        tags = tracking.lineage_tags(run_id)
+        return tracking.lineage_tags(run_id)
     except mlflow.exceptions.MlflowException:
-        return None
+        return {}
+
+
+def fitted_on_uri(tags: dict[str, str]) -> str | None:
+    """The files the model was fitted on (``initial_train`` plus any retraining rows), comma-
+    separated, from its lineage ``tags``; None when they record none."""
+    uris = [tags.get(f"{DATA_TAG_PREFIX}{name}{patients.URI_TAG_SUFFIX}") for name in FITTED_ON]
+    return ",".join(uri for uri in uris if uri) or None
+
+
+def model_training_patients(tags: dict[str, str], model_uri: str) -> set[str] | None:
+    """Patients of the data the model was trained, calibrated or tuned on, from its lineage
+    ``tags`` (None when they cannot tell)."""
     try:
         return patients.training_patients(tags)
     except patients.PatientOverlapError as exc:
@@ -152,20 +168,23 @@ def assess(
     """
     thresholds = thresholds or Thresholds()
     data_root = config.data_uri()
-    reference_uri = reference_uri or storage.join(data_root, config.INITIAL_TRAIN_KEY)
     baseline_uri = baseline_uri or storage.join(data_root, config.INITIAL_TEST_KEY)
 
     batch = load_table(batch_uri, "batch")
     check_table(batch)
+    batch_rows = _valid_rows(batch)
+    if batch_rows.empty:
+        raise MonitorInputError(f"batch {batch_uri}: no row satisfies the model's input contract")
+    model = load_model(model_uri)
+    lineage = model_lineage_tags(model)
+    reference_uri = (
+        reference_uri or fitted_on_uri(lineage) or storage.join(data_root, config.INITIAL_TRAIN_KEY)
+    )
     reference = load_table(reference_uri, "reference")
     check_table(reference)
     batch_clean = features.clean_data(batch.frame)
     reference_clean = features.clean_data(reference.frame)
     drift_columns = comparable_columns(batch_clean, reference_clean)
-    batch_rows = _valid_rows(batch)
-    if batch_rows.empty:
-        raise MonitorInputError(f"batch {batch_uri}: no row satisfies the model's input contract")
-    model = load_model(model_uri)
 
     batch_scores = score(model, batch.frame.loc[batch_rows])
     reference_rows = _valid_rows(reference)
@@ -183,7 +202,7 @@ def assess(
     baseline = load_table(baseline_uri, "baseline")
     check_table(baseline)
     baseline_scores = cached_scores(model, baseline, _valid_rows(baseline), data_root)
-    training = model_training_patients(model, model_uri)
+    training = model_training_patients(lineage, model_uri)
     baseline_labelled, baseline_overlap = without_training_patients(
         _with_target(baseline, baseline_scores), baseline, training
     )
@@ -346,7 +365,10 @@ def _replace_folder(report_uri: str, folder: Path) -> None:
 
 HELP = {
     "batch_uri": "raw-format CSV of the batch to monitor",
-    "reference_uri": "data the batch is compared with (empty: initial_train)",
+    "reference_uri": (
+        "data the batch is compared with, comma-separated CSVs (empty: the rows the model was "
+        "fitted on, as its training run recorded them; initial_train when it records none)"
+    ),
     "model_uri": "model whose scores and performance are monitored",
     "report_uri": "folder for the reports (empty: drift_reports/<batch>-<hash>/)",
     "experiment": "MLflow experiment of the monitoring run",

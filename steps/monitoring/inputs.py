@@ -33,20 +33,27 @@ class EncounterTable:
 
 
 def load_table(uri: str, role: str) -> EncounterTable:
-    """The encounters stored at ``uri`` (read with the data contract's CSV reader)."""
-    try:
-        payload = storage.read_bytes(uri)
-    except Exception as exc:  # local, S3 and credential errors all mean "cannot read"
-        raise MonitorInputError(f"{role} {uri} cannot be read ({type(exc).__name__})") from exc
-    if not payload.strip():
-        raise MonitorInputError(f"{role} {uri} is empty (no header, no rows)")
-    try:
-        frame = columns.read_encounters_csv(payload)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise MonitorInputError(f"{role} {uri} is not a readable encounters CSV") from exc
+    """The encounters stored at ``uri`` (one CSV, or several comma-separated ones read as one
+    table, in order), read with the data contract's CSV reader."""
+    digest, frames = hashlib.sha256(), []
+    for part in (p.strip() for p in uri.split(",") if p.strip()):
+        try:
+            payload = storage.read_bytes(part)
+        except Exception as exc:  # local, S3 and credential errors all mean "cannot read"
+            raise MonitorInputError(f"{role} {part} cannot be read ({type(exc).__name__})") from exc
+        if not payload.strip():
+            raise MonitorInputError(f"{role} {part} is empty (no header, no rows)")
+        try:
+            frames.append(columns.read_encounters_csv(payload))
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise MonitorInputError(f"{role} {part} is not a readable encounters CSV") from exc
+        digest.update(payload)
+    if not frames:
+        raise MonitorInputError(f"{role}: no file named")
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     # A file exported with pandas' default NA handling has nulls for "not measured" lab results.
     frame = columns.fill_not_measured(frame)
-    return EncounterTable(role, uri, frame, hashlib.sha256(payload).hexdigest())
+    return EncounterTable(role, uri, frame, digest.hexdigest())
 
 
 def check_table(table: EncounterTable) -> None:

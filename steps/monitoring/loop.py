@@ -430,7 +430,6 @@ def run_monitor(
     )
     parameters = {
         "batch_uri": batch.uri,
-        "reference_uri": storage.join(_data_root(data_uri), config.INITIAL_TRAIN_KEY),
         "baseline_uri": storage.join(_data_root(data_uri), config.INITIAL_TEST_KEY),
         "model_uri": model_uri(champion),
         "report_uri": report_uri,

@@ -9,7 +9,12 @@ import pytest
 from custom_pyfunc import columns, features
 from steps import monitor
 from steps.core import config, storage
-from steps.monitoring.inputs import MonitorInputError, comparable_columns, contract_violations
+from steps.monitoring.inputs import (
+    MonitorInputError,
+    comparable_columns,
+    contract_violations,
+    load_table,
+)
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -122,3 +127,19 @@ def test_comparable_columns_skip_empty_columns_and_refuse_no_overlap():
     empty[features.WEIGHT_RECORDED] = 0.0
     with pytest.raises(MonitorInputError, match="no overlap"):
         comparable_columns(empty, reference)
+
+
+def test_a_comma_separated_table_reads_every_file_in_order(validation_rows, tmp_path):
+    first = _write(validation_rows.head(100), str(tmp_path / "first.csv"))
+    second = _write(validation_rows.tail(50), str(tmp_path / "second.csv"))
+    both = load_table(f"{first},{second}", "reference")
+    assert len(both.frame) == 150
+    assert both.frame["encounter_id"].tolist() == [
+        *validation_rows.head(100)["encounter_id"],
+        *validation_rows.tail(50)["encounter_id"],
+    ]
+    assert both.sha256 != load_table(first, "reference").sha256
+    assert both.sha256 == load_table(f"{first}, {second}", "reference").sha256
+    # A missing part is named, not the whole list.
+    with pytest.raises(MonitorInputError, match=r"^reference \S*missing\.csv cannot be read"):
+        load_table(f"{first},{tmp_path / 'missing.csv'}", "reference")

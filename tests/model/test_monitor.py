@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
+from custom_pyfunc.model import log_readmission_model
 from steps import monitor
-from steps.core import config, storage
+from steps.core import config, storage, tracking
+from steps.data import labelled
 from steps.monitoring.decision import DRIFT_DETECTED, NO_DRIFT
 
 # Needs the session's trained model (real Ray Tune training): not part of make test-fast.
@@ -176,3 +178,44 @@ def test_rerun_on_same_batch_keeps_every_run_and_replaces_reports(no_drift_run, 
     stored = storage.read_json(storage.join(first["report_uri"], "drift_summary.json"))
     assert stored["mlflow_run_id"] == second["mlflow_run_id"]
     assert len(storage.list_keys(first["report_uri"])) == 3
+
+
+def test_default_reference_is_what_the_champion_was_fitted_on(
+    held_out, processed_data_uri, trained_model
+):
+    """A retrained model is compared with the rows it learnt from (initial_train plus the
+    retraining rows its run records), not with the initial data alone."""
+    frequent_inpatients = held_out[held_out["number_inpatient"] >= 2]
+    batch_uri = _store(
+        frequent_inpatients.sample(BATCH_ROWS, replace=True, random_state=31).drop(
+            columns=[columns.LABEL_COLUMN]
+        ),
+        processed_data_uri,
+        "frequent_inpatients",
+    )
+    initial = monitor.monitor(batch_uri, model_uri=trained_model.model_uri)
+    lineage = tracking.lineage_tags(trained_model.best_run_id)
+    initial_train_uri = lineage[f"{tracking.DATA_TAG_PREFIX}initial_train_uri"]
+    assert initial["reference_uri"] == initial_train_uri
+
+    # The same predictor, logged by a run that says it was refitted with 40,000 rows of frequent
+    # inpatients (as a retraining on drifted batches would record).
+    extra_uri = _store(
+        frequent_inpatients.sample(40_000, replace=True, random_state=32),
+        processed_data_uri,
+        "extra_train_frequent_inpatients",
+    )
+    predictor = mlflow.pyfunc.load_model(trained_model.model_uri).unwrap_python_model()._predictor
+    tags = {
+        f"{tracking.DATA_TAG_PREFIX}{name}_{kind}": value
+        for name, uri in (("initial_train", initial_train_uri), ("extra_train", extra_uri))
+        for kind, value in (("uri", uri), ("sha256", labelled.read_labelled(uri).sha256))
+    }
+    with mlflow.start_run(run_name="retrained-on-frequent-inpatients", tags=tags):
+        retrained_uri = log_readmission_model(predictor).model_uri
+    retrained = monitor.monitor(batch_uri, model_uri=retrained_uri)
+    assert retrained["reference_uri"] == f"{initial_train_uri},{extra_uri}"
+    shift = {name: s["column_drift"]["number_inpatient"]["score"] for name, s in
+             (("initial", initial), ("retrained", retrained))}  # fmt: skip
+    assert shift["retrained"] < shift["initial"] / 2, shift
+    assert retrained["prediction_drift"]["score"] < initial["prediction_drift"]["score"]
