@@ -21,20 +21,29 @@ machine, a retrained model is the initial champion's pipeline (same family and h
 matured batches is fitted once and reused by both arms. (The full loop with entry points, Ray Tune
 and the registry is ``mlflow run . -e simulate``.)
 
-Reported, on the pooled label-eligible rows of batches ``>= label lag + 2`` (the first batch a
-retrained model can serve), minus the patients of the threshold-tuning slice: each arm's ROC-AUC
-and the paired bootstrap 95% CI (``gate.compare_auc``) of drift-triggered minus frozen,
-drift-triggered minus scheduled and scheduled minus frozen; retrainings and promotions per arm;
-the drift arm's estimated (CBPE) vs realised ROC-AUC per batch. Goals: drift-triggered >=
-scheduled with fewer retrainings, and drift-triggered - frozen >= +0.02 with the CI's lower
-bound above 0. The last line printed is one JSON object.
+A tuning period comes first: on batches ``0 .. --tuning-batches - 1`` the drift arm is replayed
+with each ``important_drift_share`` of ``TUNING_GRID`` (the reason that fires on real batches; the
+other thresholds stay as frozen) and the fewest-retrainings value whose pooled ROC-AUC there (from
+batch ``label lag + 2``) is at least the scheduled arm's is kept (else the best ROC-AUC). Then the
+three arms replay every batch with that value.
 
-    python benchmarks/replay.py [--batch-size 5000] [--retrain-every 4] [--work-dir DIR]
+Reported, on the pooled label-eligible rows of the batches after the tuning period (and
+``>= label lag + 2``, the first batch a retrained model can serve), minus the patients of the
+threshold-tuning slice: each arm's ROC-AUC and the paired bootstrap 95% CI (``gate.compare_auc``)
+of drift-triggered minus frozen, drift-triggered minus scheduled and scheduled minus frozen;
+retrainings and promotions per arm on those batches (and over the whole replay); the drift arm's
+estimated (CBPE) vs realised ROC-AUC per batch. Goals: drift-triggered >= scheduled with fewer
+retrainings, and drift-triggered - frozen >= +0.02 with the CI's lower bound above 0. The last
+line printed is one JSON object.
+
+    python benchmarks/replay.py [--batch-size 5000] [--retrain-every 4] [--tuning-batches 8]
+        [--work-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -45,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 GOAL_GAIN = 0.02
+# important_drift_share values tried on the tuning period (0.15: frozen on the tuning slice).
+TUNING_GRID = (0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75)
 
 
 def _use_stores(work_dir: Path) -> None:
@@ -63,9 +74,23 @@ class Arm:
     name: str
     retrain_every: int  # 0: drift-triggered; -1: never (frozen)
     timeline: list[dict] = field(default_factory=list)
-    scores: list = field(default_factory=list)
-    retrainings: int = 0
-    promotions: int = 0
+    scores: dict = field(default_factory=dict)  # batch index -> scored rows (tuning patients out)
+    retrained_at: list[int] = field(default_factory=list)
+    promoted_at: list[int] = field(default_factory=list)
+
+    def retrainings(self, first: int = 0) -> int:
+        """Retrainings at batches ``>= first``."""
+        return sum(index >= first for index in self.retrained_at)
+
+    def promotions(self, first: int = 0) -> int:
+        """Promotions at batches ``>= first``."""
+        return sum(index >= first for index in self.promoted_at)
+
+    def pooled(self, first: int, stop: int):
+        """The scored rows of batches ``first`` to ``stop - 1``, pooled."""
+        import pandas as pd
+
+        return pd.concat([self.scores[i] for i in range(first, stop)], ignore_index=True)
 
 
 def run(work_dir: Path, args) -> dict[str, object]:
@@ -86,7 +111,8 @@ def run(work_dir: Path, args) -> dict[str, object]:
     from steps.evaluation import evaluate, gate, subgroups
     from steps.monitor import assess
     from steps.monitoring import cbpe, loop, tuning
-    from steps.monitoring.decision import DRIFT_DETECTED, Thresholds
+    from steps.monitoring.decision import DRIFT_DETECTED, Thresholds, all_reasons
+    from steps.monitoring.decision import decision as decide
 
     started = time.perf_counter()
     root = config.data_uri()
@@ -121,7 +147,6 @@ def run(work_dir: Path, args) -> dict[str, object]:
         if args.label_lag_batches is None
         else args.label_lag_batches
     )
-    report_from = simulate.first_reported_batch(lag)
     thresholds = Thresholds()
     config.ensure_experiment("HealthPredict_Replay_Benchmark")
     folder = Path(tempfile.mkdtemp(dir=work_dir))
@@ -210,65 +235,123 @@ def run(work_dir: Path, args) -> dict[str, object]:
         )
         return verdict.promote, verdict.reason
 
-    arms = [
-        Arm("frozen", -1),
-        Arm("scheduled", args.retrain_every),
-        Arm("drift_triggered", 0),
-    ]
-    replay_started = time.perf_counter()
-    for arm in arms:
-        state = loop.LoopState(loop_id=arm.name, batch_size=args.batch_size, label_lag_batches=lag)
+    summaries: dict[tuple, dict] = {}
+
+    def drift_summary(champion: dict, index: int, matured: int | None) -> dict:
+        """``assess`` of batch ``index`` for ``champion`` (cached: thresholds only re-decide)."""
+        key = (champion["key"], index, matured)
+        if key not in summaries:
+            summaries[key] = assess(
+                batch_file(index, labelled=False),
+                model_uri=champion["uri"],
+                thresholds=thresholds,
+                labelled_uri=batch_file(matured, labelled=True) if matured is not None else None,
+            )[0]
+        return summaries[key]
+
+    def replay(name: str, retrain_every: int, policy: Thresholds, stop: int) -> Arm:
+        """One arm over batches ``0`` to ``stop - 1``."""
+        arm = Arm(name, retrain_every)
+        state = loop.LoopState(loop_id=name, batch_size=args.batch_size, label_lag_batches=lag)
         champion = models[()]
-        for index in range(count):
+        for index in range(stop):
             rows, labels = evaluated[index]
             served = probability(champion, index)
-            record = {"arm": arm.name, "batch": index, "served": champion["key"]}
+            record = {"arm": name, "batch": index, "served": champion["key"]}
             auc = float(gate.roc_auc(labels, served))
             record["roc_auc"] = round(auc, 4)
             record["roc_auc_se"] = round(
                 cbpe.hanley_mcneil_se(auc, int(labels.sum()), int((1 - labels).sum())), 4
             )
             decision = None
-            if arm.retrain_every == 0:
+            if retrain_every == 0:
                 matured = loop.matured_indices(state, index)
-                summary = assess(
-                    batch_file(index, labelled=False),
-                    model_uri=champion["uri"],
-                    thresholds=thresholds,
-                    labelled_uri=batch_file(matured[-1], labelled=True) if matured else None,
-                )[0]
-                decision = summary["decision"]
+                summary = drift_summary(champion, index, matured[-1] if matured else None)
+                reasons = all_reasons(summary, policy)
+                decision = decide(reasons)
                 record["estimated_roc_auc"] = round(
                     summary["estimated_performance"]["batch"]["roc_auc"], 4
                 )
+                record["important_drift_share"] = summary["important_drift_share"]
                 record["decision"] = decision
-                # What fired, without the figures (e.g. "prediction drift", "calibration shifted").
-                record["reasons"] = [r.split(":")[0].split(" (")[0] for r in summary["reasons"]]
-            if arm.retrain_every >= 0 and loop.should_retrain(
-                decision, state, index, max(arm.retrain_every, 0)
+                # What fired, without the figures (e.g. "prediction drift").
+                record["reasons"] = [r.split(":")[0].split(" (")[0] for r in reasons]
+            if retrain_every >= 0 and loop.should_retrain(
+                decision, state, index, max(retrain_every, 0)
             ):
                 plan = loop.retraining_plan(state, index)
                 challenger = model_for(tuple(plan.train_indices))
-                arm.retrainings += 1
+                arm.retrained_at.append(index)
                 promote, reason = gate_passes(challenger, champion, plan.gate_index)
                 record["retrained"] = challenger["key"]
                 record["promoted"] = promote
                 record["gate_reason"] = reason
                 if promote:
                     champion = challenger
-                    arm.promotions += 1
+                    arm.promoted_at.append(index)
             state.batches_seen.append(index)
             arm.timeline.append(record)
-            if index >= report_from:
-                scored = pd.DataFrame(
-                    {"patient_nbr": rows["patient_nbr"].to_numpy(), "label": labels,
-                     "score": served}
-                )  # fmt: skip
-                arm.scores.append(tuning.without_patients(scored, tuning_patients))
+            scored = pd.DataFrame(
+                {"patient_nbr": rows["patient_nbr"].to_numpy(), "label": labels,
+                 "score": served}
+            )  # fmt: skip
+            arm.scores[index] = tuning.without_patients(scored, tuning_patients)
+        return arm
+
+    def pooled_auc(arm: Arm, first: int, stop: int) -> float:
+        rows = arm.pooled(first, stop)
+        return float(gate.roc_auc(rows["label"].to_numpy(), rows["score"].to_numpy()))
+
+    # The tuning period: batches before --tuning-batches choose the drift arm's
+    # important_drift_share (the reason that fires on real batches); no reported figure uses them.
+    tuning_stop = min(args.tuning_batches, count)
+    tuning_from = simulate.first_reported_batch(lag)
+    candidates = []
+    if tuning_stop > tuning_from:
+        schedule_in_tuning = replay("scheduled", args.retrain_every, thresholds, tuning_stop)
+        target = pooled_auc(schedule_in_tuning, tuning_from, tuning_stop)
+        for share in TUNING_GRID:
+            policy = dataclasses.replace(thresholds, important_drift_share=share)
+            arm = replay("drift_triggered", 0, policy, tuning_stop)
+            candidates.append(
+                {"important_drift_share": share,
+                 "roc_auc": round(pooled_auc(arm, tuning_from, tuning_stop), 4),
+                 "retrainings": arm.retrainings()}
+            )  # fmt: skip
+            print(json.dumps({"tuning": candidates[-1]}), flush=True)
+        good = [c for c in candidates if c["roc_auc"] >= target] or [
+            max(candidates, key=lambda c: c["roc_auc"])
+        ]
+        chosen = min(good, key=lambda c: (c["retrainings"], -c["roc_auc"]))
+        policy = dataclasses.replace(
+            thresholds, important_drift_share=chosen["important_drift_share"]
+        )
+        tuning_result = {
+            "batches": [0, tuning_stop - 1],
+            "scored_batches": [tuning_from, tuning_stop - 1],
+            "scheduled": {"roc_auc": round(target, 4),
+                          "retrainings": schedule_in_tuning.retrainings()},
+            "candidates": candidates,
+            "chosen_important_drift_share": chosen["important_drift_share"],
+        }  # fmt: skip
+    else:
+        policy, tuning_result = thresholds, None
+    report_from = max(simulate.first_reported_batch(lag), tuning_stop)
+    if report_from >= count:
+        raise SystemExit(f"nothing to report: batches {report_from}+ of {count}")
+
+    replay_started = time.perf_counter()
+    arms = [
+        replay("frozen", -1, policy, count),
+        replay("scheduled", args.retrain_every, policy, count),
+        replay("drift_triggered", 0, policy, count),
+    ]
+    for arm in arms:
+        for record in arm.timeline:
             print(json.dumps(record), flush=True)
     replay_seconds = time.perf_counter() - replay_started
 
-    pooled = {arm.name: pd.concat(arm.scores, ignore_index=True) for arm in arms}
+    pooled = {arm.name: arm.pooled(report_from, count) for arm in arms}
     labels = pooled["frozen"]["label"].to_numpy()
     for arm in arms:
         assert (pooled[arm.name]["label"].to_numpy() == labels).all()
@@ -289,7 +372,10 @@ def run(work_dir: Path, args) -> dict[str, object]:
         "scheduled_minus_frozen": difference("scheduled", "frozen"),
     }
     by_name = {arm.name: arm for arm in arms}
-    drift_rows = [r for r in by_name["drift_triggered"].timeline if "estimated_roc_auc" in r]
+    drift_rows = [
+        r for r in by_name["drift_triggered"].timeline
+        if "estimated_roc_auc" in r and r["batch"] >= report_from
+    ]  # fmt: skip
     estimate_errors = [r["estimated_roc_auc"] - r["roc_auc"] for r in drift_rows]
     ours, scheduled = by_name["drift_triggered"], by_name["scheduled"]
     return {
@@ -298,6 +384,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
         "label_lag_batches": lag,
         "days_per_batch": round(args.batch_size / loop.ENCOUNTERS_PER_DAY, 1),
         "retrain_every": args.retrain_every,
+        "tuning_period": tuning_result,
         "reported_from_batch": report_from,
         "reported_rows": len(labels),
         "tuning_patients_left_out": int(tuning_patients.nunique()),
@@ -306,15 +393,16 @@ def run(work_dir: Path, args) -> dict[str, object]:
             for name, frame in pooled.items()
         },
         "gains": gains,
-        "retrainings": {arm.name: arm.retrainings for arm in arms},
-        "promotions": {arm.name: arm.promotions for arm in arms},
+        # Counted on the reported batches (the whole replay in brackets).
+        "retrainings": {a.name: [a.retrainings(report_from), a.retrainings()] for a in arms},
+        "promotions": {a.name: [a.promotions(report_from), a.promotions()] for a in arms},
         "drift_decisions": sum(r.get("decision") == DRIFT_DETECTED for r in drift_rows),
         "cbpe_minus_realised_roc_auc": {
             "mean": round(float(np.mean(estimate_errors)), 4),
             "min": round(float(np.min(estimate_errors)), 4),
             "max": round(float(np.max(estimate_errors)), 4),
         },
-        "thresholds": thresholds.as_dict(),
+        "thresholds": policy.as_dict(),
         "frozen_version": frozen_version,
         "models_fitted": len(models) - 1,
         "fit_seconds_mean": round(float(np.mean(fit_seconds)), 1) if fit_seconds else 0.0,
@@ -328,7 +416,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
         ),
         "schedule_goal_met": bool(
             gains["drift_triggered_minus_scheduled"]["estimate"] >= 0
-            and ours.retrainings < scheduled.retrainings
+            and ours.retrainings(report_from) < scheduled.retrainings(report_from)
         ),
     }
 
@@ -339,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batches", type=int, default=0, help="0 = all batches")
     parser.add_argument("--retrain-every", type=int, default=4, help="the scheduled arm's k")
     parser.add_argument("--label-lag-batches", type=int, default=None, help="default: 30 days")
+    parser.add_argument(
+        "--tuning-batches", type=int, default=8,
+        help="the first N batches: a tuning period that chooses the drift arm's "
+        "important_drift_share and is left out of every reported figure (0: no tuning period)",
+    )  # fmt: skip
     parser.add_argument("--work-dir", default="", help="keep the stores here (default: temp)")
     args = parser.parse_args(argv)
     if args.retrain_every < 1:
