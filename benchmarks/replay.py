@@ -72,7 +72,6 @@ class Arm:
     """One policy's served model per batch, its retrainings and per-batch record."""
 
     name: str
-    retrain_every: int  # 0: drift-triggered; -1: never (frozen)
     timeline: list[dict] = field(default_factory=list)
     scores: dict = field(default_factory=dict)  # batch index -> scored rows (tuning patients out)
     retrained_at: list[int] = field(default_factory=list)
@@ -155,6 +154,13 @@ def run(work_dir: Path, args) -> dict[str, object]:
     probabilities: dict[tuple[str, int], np.ndarray] = {}
     fit_seconds = []
 
+    # The initial files every refit is fitted and calibrated on, for its data tags.
+    initial_uris = {
+        "initial_train": storage.join(root, config.INITIAL_TRAIN_KEY),
+        "initial_validation": storage.join(root, config.INITIAL_VALIDATION_KEY),
+    }
+    initial_hashes = {n: labelled.read_labelled(u).sha256 for n, u in initial_uris.items()}
+
     def model_for(train_indices: tuple[int, ...]) -> dict:
         """The initial pipeline refitted on initial_train + the given matured batches (cached)."""
         if train_indices in models:
@@ -183,16 +189,10 @@ def run(work_dir: Path, args) -> dict[str, object]:
             str(folder / f"extra_train_0-{train_indices[-1]}.csv"),
             columns.to_raw_csv_bytes(extra[extra[columns.LABEL_COLUMN].notna()]),
         )
-        fitted_on = {
-            "initial_train": storage.join(root, config.INITIAL_TRAIN_KEY),
-            "initial_validation": storage.join(root, config.INITIAL_VALIDATION_KEY),
-            "extra_train": extra_uri,
-        }
-        data_tags = {
-            f"{tracking.DATA_TAG_PREFIX}{name}_{kind}": value
-            for name, uri in fitted_on.items()
-            for kind, value in (("uri", uri), ("sha256", labelled.read_labelled(uri).sha256))
-        }
+        data_tags = train.data_tags(
+            {**initial_hashes, "extra_train": labelled.read_labelled(extra_uri).sha256},
+            {**initial_uris, "extra_train": extra_uri},
+        )
         with mlflow.start_run(
             experiment_id=config.ensure_experiment("HealthPredict_Replay_Benchmark"),
             run_name=f"refit-through-batch-{train_indices[-1]}",
@@ -250,8 +250,9 @@ def run(work_dir: Path, args) -> dict[str, object]:
         return summaries[key]
 
     def replay(name: str, retrain_every: int, policy: Thresholds, stop: int) -> Arm:
-        """One arm over batches ``0`` to ``stop - 1``."""
-        arm = Arm(name, retrain_every)
+        """One arm over batches ``0`` to ``stop - 1`` (``retrain_every`` 0: drift-triggered;
+        -1: never, frozen)."""
+        arm = Arm(name)
         state = loop.LoopState(loop_id=name, batch_size=args.batch_size, label_lag_batches=lag)
         champion = models[()]
         for index in range(stop):
@@ -309,7 +310,8 @@ def run(work_dir: Path, args) -> dict[str, object]:
     candidates = []
     if tuning_stop > tuning_from:
         schedule_in_tuning = replay("scheduled", args.retrain_every, thresholds, tuning_stop)
-        target = pooled_auc(schedule_in_tuning, tuning_from, tuning_stop)
+        # Compared at the 4 decimals reported, so a tie printed as a tie counts as one.
+        target = round(pooled_auc(schedule_in_tuning, tuning_from, tuning_stop), 4)
         for share in TUNING_GRID:
             policy = dataclasses.replace(thresholds, important_drift_share=share)
             arm = replay("drift_triggered", 0, policy, tuning_stop)
@@ -329,7 +331,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
         tuning_result = {
             "batches": [0, tuning_stop - 1],
             "scored_batches": [tuning_from, tuning_stop - 1],
-            "scheduled": {"roc_auc": round(target, 4),
+            "scheduled": {"roc_auc": target,
                           "retrainings": schedule_in_tuning.retrainings()},
             "candidates": candidates,
             "chosen_important_drift_share": chosen["important_drift_share"],

@@ -162,12 +162,18 @@ class TrainingData:
     uris: dict[str, str] = field(default_factory=dict)
 
     def data_tags(self) -> dict[str, str]:
-        """Tags naming each file set's sha256 and its files (comma-separated URIs), so that
-        ``register`` can keep the gate's data patient-disjoint from them."""
-        return {
-            **{f"{DATA_TAG_PREFIX}{name}_sha256": h for name, h in self.hashes.items()},
-            **{f"{DATA_TAG_PREFIX}{name}_uri": u for name, u in self.uris.items()},
-        }
+        """:func:`data_tags` of the file sets read."""
+        return data_tags(self.hashes, self.uris)
+
+
+def data_tags(hashes: dict[str, str], uris: dict[str, str]) -> dict[str, str]:
+    """Tags naming each file set's sha256 and its files (comma-separated URIs), so that
+    ``register`` and ``monitor`` can keep their data patient-disjoint from them and ``monitor``
+    can compare batches with what the model was fitted on."""
+    return {
+        **{f"{DATA_TAG_PREFIX}{name}_sha256": h for name, h in hashes.items()},
+        **{f"{DATA_TAG_PREFIX}{name}_uri": u for name, u in uris.items()},
+    }
 
 
 def load_training_data(data_uri: str, target: str, extra_train_uri: str = "") -> TrainingData:
