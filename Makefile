@@ -3,7 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 CHECKOV_VENV := $(VENV)/checkov
-UV_VERSION := 0.13.9
+# uv's version is pinned once, in requirements-services.in (and so in the lock files).
+UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 # The dataset copy beside the project (CI, this workplace) wins over the UCI download when present.
@@ -49,9 +50,12 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Re-resolves the pinned lock files from requirements*.in.
+# Re-resolves the pinned lock files from requirements*.in (the services set at the same versions;
+# xgboost's GPU-only NCCL stays out of the CPU services image).
 lock: setup
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements-services.in \
+	  -c requirements.lock --no-emit-package nvidia-nccl-cu12 -o requirements-services.lock
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements-checkov.in -o requirements-checkov.lock
 
 # Removes the local stores that `make demo` creates.

@@ -15,8 +15,15 @@ RUN apt-get -y update \
       postgresql-15 curl git \
  && rm -rf /var/lib/apt/lists/*
 
-COPY requirements.lock /tmp/requirements.lock
-RUN pip install --no-deps -r /tmp/requirements.lock && rm /tmp/requirements.lock
+# requirements-services.lock: the runtime subset of requirements.lock (no test tools, no GPU-only
+# NCCL). pip installs the pinned uv, uv installs the rest in parallel with bytecode compiled once
+# here (the services run with PYTHONDONTWRITEBYTECODE), from the same source pip was given.
+COPY requirements-services.lock /tmp/requirements.lock
+RUN pip install --no-deps "$(grep -m1 '^uv==' /tmp/requirements.lock)" \
+ && uv pip install --python "$(command -v python)" --no-deps --compile-bytecode --no-cache \
+      ${PIP_NO_INDEX:+--no-index} ${PIP_FIND_LINKS:+--find-links $PIP_FIND_LINKS} \
+      -r /tmp/requirements.lock \
+ && rm /tmp/requirements.lock
 
 # The Airflow user (uid 50000, group 0 as in Airflow's official image) and its writable home.
 # Named volumes start with the ownership of these folders: Airflow's, the MLflow auth database's

@@ -49,6 +49,7 @@ WHEELHOUSE = config.PROJECT_ROOT / ".cache" / "wheelhouse"
 # MLflow's serving image installs gunicorn[gevent] beside the model's requirements.
 SERVING_EXTRA_REQUIREMENTS = ("gunicorn[gevent]",)
 LOCK_FILE = config.PROJECT_ROOT / "requirements.lock"
+SERVICES_LOCK_FILE = config.PROJECT_ROOT / "requirements-services.lock"
 WHEELHOUSE_PORT = 38517
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -344,9 +345,9 @@ def build_services_image(client) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         context = Path(tmp)
         shutil.copy(dockerfile, context / "Dockerfile")
-        shutil.copy(LOCK_FILE, context / "requirements.lock")
+        shutil.copy(SERVICES_LOCK_FILE, context / SERVICES_LOCK_FILE.name)
         return build(
-            client, context, SERVICES_IMAGE_REPOSITORY, ["-r " + str(LOCK_FILE)],
+            client, context, SERVICES_IMAGE_REPOSITORY, ["-r " + str(SERVICES_LOCK_FILE)],
         )  # fmt: skip
 
 

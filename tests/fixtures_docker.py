@@ -9,6 +9,9 @@
 - ``serving_container``: the image running read-only with a tmpfs ``/tmp``, healthy.
 - ``oci_registry``: Debian's ``docker-registry`` (the distribution registry) as a process on a
   free loopback port with a throwaway storage folder.
+- ``services_image``: the compose stack's services image (``make images`` builds the same). Its
+  build can start in the background earlier (``services_image_build``): tests/integration starts
+  it when the session will run the compose stack, so the build overlaps the Airflow scenario.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -110,3 +114,16 @@ def oci_registry(docker_client, tmp_path_factory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def services_image_build(docker_client) -> Iterator[Future]:
+    """The services image build, running in a background thread (its own Docker client)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="services-image") as executor:
+        yield executor.submit(lambda: images.build_services_image(images.engine()))
+
+
+@pytest.fixture(scope="session")
+def services_image(services_image_build) -> str:
+    """The services image's content-addressed tag, once built."""
+    return services_image_build.result()

@@ -213,3 +213,20 @@ def test_compose_config_accepts_the_files(tmp_path):
         cwd=PROJECT_ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def _pins(lock_file) -> dict[str, str]:
+    found = re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", lock_file.read_text(), re.MULTILINE)
+    return dict(found)
+
+
+def test_services_lock_is_the_runtime_subset_at_the_same_versions():
+    """The services image installs requirements-services.lock with --no-deps: every pin must be
+    requirements.lock's (what the tests ran on), and no test tool or GPU-only library is in it."""
+    full = _pins(PROJECT_ROOT / "requirements.lock")
+    services = _pins(PROJECT_ROOT / "requirements-services.lock")
+    assert {name: full.get(name) for name in services} == services
+    assert {"mlflow", "apache-airflow", "ray", "evidently", "uv", "psycopg2-binary"} <= set(
+        services
+    )
+    assert not {"pytest", "ruff", "kubernetes-validate", "nvidia-nccl-cu12"} & set(services)

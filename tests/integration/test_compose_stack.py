@@ -4,32 +4,23 @@ through Airflow's REST API, the champion served by the stack's serving container
 Real parts: Docker engine, docker-compose.yml with Debian's PostgreSQL, moto's S3 server (the one
 S3-compatible store available here), MLflow behind its basic-auth app, Airflow 3 (api-server,
 scheduler with LocalExecutor, dag-processor, triggerer) and the serving image. The stack runs under
-its own compose project name, env file (generated secrets) and free loopback ports.
-
-It costs about as much as the rest of the container tests together (the services image holds the
-whole requirements.lock), so it runs only with ``HEALTH_PREDICT_STACK_TEST=1``.
+its own compose project name, env file (generated secrets) and free loopback ports. Part of
+``make test``: under ``CI=true`` a missing Docker engine is an error (see tests/fixtures_docker.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 
 import pytest
 import requests
 
-from steps import deploy, images, serve, stack
+from steps import deploy, serve, stack
 from tests.api.test_scoring_api import encounter_records
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("HEALTH_PREDICT_STACK_TEST") != "1",
-        reason="set HEALTH_PREDICT_STACK_TEST=1 to run the compose stack (12 min warm, 27 cold)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 TRAINING_DAG = "health_predict_training_hpo"
 TINY_TRAINING = {"run_split": True, "families": "logreg", "trials_per_family": 2,
@@ -58,7 +49,7 @@ def healthy(docker_client, project: str, services: set[str]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def compose_stack(docker_client, tmp_path_factory):
+def compose_stack(docker_client, services_image, tmp_path_factory):
     """(project, env values, env file) of a running stack; torn down with ``down -v`` after."""
     project = f"hp-test-{uuid.uuid4().hex[:8]}"
     env_file = tmp_path_factory.mktemp("stack") / ".env"
@@ -66,7 +57,7 @@ def compose_stack(docker_client, tmp_path_factory):
     values = stack.write_env(
         env_file,
         {
-            "SERVICES_IMAGE": images.build_services_image(docker_client),
+            "SERVICES_IMAGE": services_image,
             "MLFLOW_PORT": ports["MLFLOW"],
             "AIRFLOW_PORT": ports["AIRFLOW"],
             "SERVING_PORT": ports["SERVING"],
