@@ -331,11 +331,15 @@ def model_requirements(model_dir: Path) -> list[str]:
     ]
 
 
+def locked_versions(lock_file: Path = LOCK_FILE) -> dict[str, str]:
+    """Package name -> pinned version, for every ``name==version`` line of a lock file."""
+    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", lock_file.read_text(), re.MULTILINE))
+
+
 def _locked_version(package: str) -> str:
-    match = re.search(rf"^{re.escape(package)}==(\S+)", LOCK_FILE.read_text(), re.MULTILINE)
-    if not match:
+    if (version := locked_versions().get(package)) is None:
         raise ImageError(f"{package} is not pinned in {LOCK_FILE.name}")
-    return match.group(1)
+    return version
 
 
 def build_services_image(client) -> str:

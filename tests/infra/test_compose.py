@@ -10,7 +10,7 @@ import stat
 import pytest
 import yaml
 
-from steps import stack
+from steps import images, stack
 from steps.core.config import PROJECT_ROOT
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -215,16 +215,11 @@ def test_compose_config_accepts_the_files(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def _pins(lock_file) -> dict[str, str]:
-    found = re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", lock_file.read_text(), re.MULTILINE)
-    return dict(found)
-
-
 def test_services_lock_is_the_runtime_subset_at_the_same_versions():
     """The services image installs requirements-services.lock with --no-deps: every pin must be
     requirements.lock's (what the tests ran on), and no test tool or GPU-only library is in it."""
-    full = _pins(PROJECT_ROOT / "requirements.lock")
-    services = _pins(PROJECT_ROOT / "requirements-services.lock")
+    full = images.locked_versions(images.LOCK_FILE)
+    services = images.locked_versions(images.SERVICES_LOCK_FILE)
     assert {name: full.get(name) for name in services} == services
     assert {"mlflow", "apache-airflow", "ray", "evidently", "uv", "psycopg2-binary"} <= set(
         services
