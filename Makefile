@@ -42,7 +42,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 # Every image (base, services, and the champion's serving image when a champion exists); only
-# what changed is rebuilt (content-addressed tags). See steps/images.py.
+# what changed is rebuilt (content-addressed tags). See steps/deployment/images.py.
 images: setup
 	$(BIN)/python -m steps.images
 

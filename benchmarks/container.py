@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from benchmarks.serving import encounter_records, percentiles_ms
-from steps import deploy, images, serve
+from steps.core import config
+from steps.deployment import docker_run, images, model_image, server
 
 SINGLE_ROW_REQUESTS = 300
 WARMUP_REQUESTS = 20
@@ -63,7 +64,7 @@ def throughput(base_url: str, records: list[dict], concurrency: int) -> float:
 def cold_start_to_first_ping(image: str) -> float:
     """Seconds from ``docker run`` to the first 200 on /ping (health status not awaited)."""
     client = images.engine()
-    port = serve.free_port()
+    port = server.free_port()
     started = time.perf_counter()
     container = client.containers.run(
         image, detach=True, ports={"8080/tcp": ("127.0.0.1", port)}, read_only=True,
@@ -84,7 +85,7 @@ def cold_start_to_first_ping(image: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-uri", default=deploy.DEFAULT_MODEL_URI)
+    parser.add_argument("--model-uri", default=config.CHAMPION_MODEL_URI)
     parser.add_argument("--cold-base", action="store_true", help="also rebuild the base image")
     args = parser.parse_args(argv)
     client = images.engine()
@@ -98,13 +99,13 @@ def main(argv: list[str] | None = None) -> dict:
         images.build_local_base(client)
         results["base_build_s"] = round(time.perf_counter() - started, 1)
 
-    first = deploy.build_serving_image(args.model_uri)
+    first = model_image.build_serving_image(args.model_uri)
     client.images.remove(first.tag, force=True)
     started = time.perf_counter()
-    built = deploy.build_serving_image(args.model_uri, nocache=True)
+    built = model_image.build_serving_image(args.model_uri, nocache=True)
     results["build_cold_s"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
-    again = deploy.build_serving_image(args.model_uri)
+    again = model_image.build_serving_image(args.model_uri)
     results["build_warm_s"] = round(time.perf_counter() - started, 1)
     assert again.id == built.id, "a warm build must not change the image"
     results["image"] = built.tag
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["cold_start_to_first_ping_s"] = round(cold_start_to_first_ping(built.tag), 1)
 
     records = encounter_records(500)
-    container, container_url = deploy.run_container(built.tag)
+    container, container_url = docker_run.run_container(built.tag)
     try:
         p50, p99 = single_row_latency(container_url, records)
         results |= {"container_p50_ms": round(p50, 1), "container_p99_ms": round(p99, 1)}
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
             results[f"container_rps_c{concurrency}"] = round(rate, 1)
     finally:
         container.remove(force=True)
-    with serve.serve_model(built.model.uri, workers=2) as host_url:
+    with server.serve_model(built.model.uri, workers=2) as host_url:
         p50, p99 = single_row_latency(host_url, records)
         results |= {"host_p50_ms": round(p50, 1), "host_p99_ms": round(p99, 1)}
         for concurrency in (1, 8):

@@ -43,8 +43,8 @@ from scipy.stats import binomtest
 
 from custom_pyfunc import columns
 from steps.core import config, storage
-from steps.monitor import DEFAULT_MODEL_URI, assess, monitor
 from steps.monitoring import tuning
+from steps.monitoring.assess import assess, monitor
 from steps.monitoring.decision import Thresholds, all_reasons
 
 Shift = Callable[[pd.DataFrame, np.random.Generator, int], pd.DataFrame]
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     """Tune, report, time; print per-case results and one final JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-uri", default="")
-    parser.add_argument("--model-uri", default=DEFAULT_MODEL_URI)
+    parser.add_argument("--model-uri", default=config.CHAMPION_MODEL_URI)
     parser.add_argument("--draws", type=int, default=20, help="no-drift batches per phase")
     parser.add_argument("--shift-draws", type=int, default=20, help="batches per injected shift")
     parser.add_argument("--batch-size", type=int, default=5000)

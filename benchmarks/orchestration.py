@@ -105,9 +105,9 @@ def benchmark(stack: LocalStack, api: AirflowApi, training: dict) -> dict:
     results["training"] = (dag, direct)
 
     version = api.xcom(TRAINING_DAG, "bench_training", "register")["champion_after"]
-    model_uri = f"models:/{config.MODEL_NAME}/{version}"
+    model_uri = config.model_version_uri(version)
     serve = (
-        "from steps.serve import serve_model, serving_input_example, smoke_test\n"
+        "from steps.deployment.server import serve_model, serving_input_example, smoke_test\n"
         f"payload = serving_input_example({model_uri!r})\n"
         f"with serve_model({model_uri!r}) as url:\n    smoke_test(url, payload)\n"
     )

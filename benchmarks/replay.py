@@ -53,6 +53,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steps.evaluation import evaluate
+from steps.orchestration import loop, simulation
+from steps.training import data as training_data
+from steps.training import families, fitting
+
 GOAL_GAIN = 0.02
 # important_drift_share values tried on the tuning period (0.15: frozen on the tuning slice).
 TUNING_GRID = (0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75)
@@ -104,12 +109,11 @@ def run(work_dir: Path, args) -> dict[str, object]:
     from custom_pyfunc import columns, features
     from custom_pyfunc.model import log_readmission_model
     from custom_pyfunc.predictor import ReadmissionPredictor
-    from steps import simulate, train
     from steps.core import config, storage, tracking
     from steps.data import labelled
-    from steps.evaluation import evaluate, gate, subgroups
-    from steps.monitor import assess
-    from steps.monitoring import cbpe, loop, tuning
+    from steps.evaluation import gate, subgroups
+    from steps.monitoring import cbpe, tuning
+    from steps.monitoring.assess import assess
     from steps.monitoring.decision import DRIFT_DETECTED, Thresholds, all_reasons
     from steps.monitoring.decision import decision as decide
 
@@ -125,7 +129,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
             None, families=budget["families"], trials_per_family=budget["trials_per_family"]
         )
         frozen_version = loop.run_registration(train_run_id, None).champion_after
-    if not simulate.trained_without_future_data(frozen_version):
+    if not simulation.trained_without_future_data(frozen_version):
         raise RuntimeError(f"champion version {frozen_version} was trained with future data")
     frozen_uri = loop.model_uri(frozen_version)
     frozen = mlflow.pyfunc.load_model(frozen_uri).unwrap_python_model()._predictor
@@ -172,9 +176,9 @@ def run(work_dir: Path, args) -> dict[str, object]:
         pipeline.fit(
             features.engineer_features(features.clean_data(rows)),
             labels,
-            **train.fit_params(frozen.family, "model__"),
+            **families.fit_params(frozen.family, "model__"),
         )
-        calibrated, _ = train.calibrate(pipeline, val_features, val_labels, seed=42)
+        calibrated, _ = fitting.calibrate(pipeline, val_features, val_labels, seed=42)
         val_probability = (calibrated or pipeline).predict_proba(val_features)[:, 1]
         predictor = ReadmissionPredictor(
             estimator=pipeline,
@@ -189,7 +193,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
             str(folder / f"extra_train_0-{train_indices[-1]}.csv"),
             columns.to_raw_csv_bytes(extra[extra[columns.LABEL_COLUMN].notna()]),
         )
-        data_tags = train.data_tags(
+        data_tags = training_data.data_tags(
             {**initial_hashes, "extra_train": labelled.read_labelled(extra_uri).sha256},
             {**initial_uris, "extra_train": extra_uri},
         )
@@ -306,7 +310,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
     # The tuning period: batches before --tuning-batches choose the drift arm's
     # important_drift_share (the reason that fires on real batches); no reported figure uses them.
     tuning_stop = min(args.tuning_batches, count)
-    tuning_from = simulate.first_reported_batch(lag)
+    tuning_from = simulation.first_reported_batch(lag)
     candidates = []
     if tuning_stop > tuning_from:
         schedule_in_tuning = replay("scheduled", args.retrain_every, thresholds, tuning_stop)
@@ -338,7 +342,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
         }  # fmt: skip
     else:
         policy, tuning_result = thresholds, None
-    report_from = max(simulate.first_reported_batch(lag), tuning_stop)
+    report_from = max(simulation.first_reported_batch(lag), tuning_stop)
     if report_from >= count:
         raise SystemExit(f"nothing to report: batches {report_from}+ of {count}")
 

@@ -28,8 +28,8 @@ import requests
 from mlflow.models import ModelSignature
 
 from custom_pyfunc import columns, validation
-from steps import serve
 from steps.core import config, storage
+from steps.deployment import server
 
 SINGLE_ROW_REQUESTS = 300
 WARMUP_REQUESTS = 20
@@ -81,7 +81,7 @@ def measure_server(model_uri: str, rows: list[dict]) -> dict:
         for i in range(BATCH_REQUESTS)
     ]
     headers = {"Content-Type": "application/json"}
-    with serve.serve_model(model_uri, workers=1) as base_url, requests.Session() as http:
+    with server.serve_model(model_uri, workers=1) as base_url, requests.Session() as http:
         url = f"{base_url}/invocations"
         for body in singles[:WARMUP_REQUESTS] + batches[:1]:
             http.post(url, data=body, headers=headers).raise_for_status()
@@ -122,9 +122,7 @@ def measure_in_process(model_uri: str, rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model-uri", default=f"models:/{config.MODEL_NAME}@{config.CHAMPION_ALIAS}"
-    )
+    parser.add_argument("--model-uri", default=config.CHAMPION_MODEL_URI)
     args = parser.parse_args(argv)
     config.configure_mlflow()
     rows = encounter_records(max(BATCH_ROWS, SINGLE_ROW_REQUESTS))

@@ -25,6 +25,7 @@ import psutil
 import requests
 
 from custom_pyfunc import columns
+from steps.deployment import server
 
 CONCURRENCY = 8
 WORKERS = 2
@@ -181,7 +182,6 @@ def soak(base_url: str, records: list[dict], duration_s: float) -> SoakResult:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve the model with 2 workers, soak it, print the figures as one JSON line."""
-    from steps import serve
     from steps.core import config
     from tests.fixtures_data import synthetic_encounters
 
@@ -189,10 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-uri", default="")
     parser.add_argument("--duration-s", type=float, default=600.0)
     args = parser.parse_args(argv)
-    model_uri = args.model_uri or f"models:/{config.MODEL_NAME}@{config.CHAMPION_ALIAS}"
+    model_uri = args.model_uri or config.CHAMPION_MODEL_URI
     frame = synthetic_encounters(200, seed=5).drop(columns=[columns.LABEL_COLUMN])
     records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    with serve.serve_model(model_uri, workers=WORKERS) as base_url:
+    with server.serve_model(model_uri, workers=WORKERS) as base_url:
         result = soak(base_url, records, args.duration_s)
     print(json.dumps({"benchmark": "soak", "concurrency": CONCURRENCY, "workers": WORKERS,
                       **asdict(result)}))  # fmt: skip

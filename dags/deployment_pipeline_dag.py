@@ -50,7 +50,7 @@ def health_predict_api_deployment():
     @task
     def resolve_model() -> dict:
         """The version to deploy and its pinned registry URI."""
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         version = get_current_context()["params"]["model_version"] or loop.champion_version()
         if not version:
@@ -82,7 +82,7 @@ def health_predict_api_deployment():
     @task
     def serve_and_smoke_test(model: dict) -> dict:
         """Serve the model locally, send its input example, check the answer's shape."""
-        from steps.serve import serve_model, serving_input_example, smoke_test
+        from steps.deployment.server import serve_model, serving_input_example, smoke_test
 
         payload = serving_input_example(model["model_uri"])
         with serve_model(model["model_uri"]) as base_url:

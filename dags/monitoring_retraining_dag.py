@@ -105,7 +105,7 @@ def _params() -> dict:
 
 def _loop_and_batch(params: dict, loop_id: str, batch: dict):
     """The stored loop state (checked to be the run's loop) and the batch as loop objects."""
-    from steps.monitoring import loop
+    from steps.orchestration import loop
 
     state = loop.load_state(params["data_uri"] or None)
     if state is None or state.loop_id != loop_id:
@@ -144,7 +144,7 @@ def health_predict_monitoring_retraining():
         from airflow.sdk.exceptions import AirflowFailException
 
         from steps.core import config, storage
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         params = get_current_context()["params"]
         future_data = storage.join(params["data_uri"] or config.data_uri(), config.FUTURE_DATA_KEY)
@@ -175,7 +175,7 @@ def health_predict_monitoring_retraining():
         """The stored batch (index, URI, rows); empty when future_data is exhausted."""
         from dataclasses import asdict
 
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         params = get_current_context()["params"]
         batch = loop.prepare_batch(
@@ -196,7 +196,7 @@ def health_predict_monitoring_retraining():
     @task
     def resolve_champion() -> str:
         """The registry version the champion alias points at now."""
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         version = loop.champion_version()
         if version is None:
@@ -206,7 +206,7 @@ def health_predict_monitoring_retraining():
     @task(retries=1)
     def monitor_batch(state: dict, batch: dict, champion: str) -> dict:
         """Run the monitor entry point; returns its run id, decision and drift share."""
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
@@ -223,7 +223,7 @@ def health_predict_monitoring_retraining():
 
     @task.branch
     def choose_action(state: dict, monitoring: dict) -> str:
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         params = get_current_context()["params"]
         loop_state = loop.load_state(params["data_uri"] or None)
@@ -240,7 +240,7 @@ def health_predict_monitoring_retraining():
         """Train + register through the training pipeline's functions; returns the outcome."""
         from dataclasses import asdict
 
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
@@ -258,7 +258,7 @@ def health_predict_monitoring_retraining():
     @task
     def prepare_training_request(state: dict, batch: dict) -> dict:
         """The training DAG's run id and conf for this batch (retraining data stored)."""
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
@@ -306,7 +306,7 @@ def health_predict_monitoring_retraining():
         if run_state != "success":
             return PokeReturnValue(is_done=False)
         from steps.core import tracking
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         return PokeReturnValue(
             is_done=True,
@@ -324,7 +324,7 @@ def health_predict_monitoring_retraining():
     @task
     def record_batch(state: dict, batch: dict, monitoring: dict) -> dict:
         """Tag the monitoring run, then advance the loop state past this batch."""
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         context = get_current_context()
         params = context["params"]

@@ -80,7 +80,7 @@ def health_predict_training_hpo():
     @task(execution_timeout=timedelta(hours=3))
     def train() -> str:
         """Run the train entry point; returns the parent training run id."""
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         params = get_current_context()["params"]
         return loop.run_training(
@@ -99,7 +99,7 @@ def health_predict_training_hpo():
         """Run the register gate; returns the champion versions before and after."""
         from dataclasses import asdict
 
-        from steps.monitoring import loop
+        from steps.orchestration import loop
 
         params = get_current_context()["params"]
         outcome = loop.run_registration(

@@ -12,106 +12,14 @@ volumes. Works with ``docker compose`` (the plugin) or the standalone ``docker-c
 from __future__ import annotations
 
 import argparse
-import base64
 import os
-import secrets
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-from steps import images
 from steps.core import config
-
-COMPOSE_FILE = config.PROJECT_ROOT / "docker-compose.yml"
-ENV_FILE = config.PROJECT_ROOT / ".env"
-SHARED_ZIP = config.PROJECT_ROOT.parent / "shared" / "data" / "dataset_diabetes.zip"
-
-
-def _hex() -> str:
-    return secrets.token_hex(24)
-
-
-def _fernet() -> str:
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-
-
-# Generated on first run, never committed, never passed on a command line.
-SECRETS = {
-    "POSTGRES_PASSWORD": _hex,
-    "AIRFLOW_DB_PASSWORD": _hex,
-    "MLFLOW_DB_PASSWORD": _hex,
-    "MLFLOW_ADMIN_PASSWORD": _hex,
-    "MLFLOW_FLASK_SECRET_KEY": _hex,
-    "AIRFLOW_FERNET_KEY": _fernet,
-    "AIRFLOW_JWT_SECRET": _hex,
-    "AIRFLOW_API_SECRET_KEY": _hex,
-    "S3_ACCESS_KEY_ID": lambda: "hp" + secrets.token_hex(8),
-    "S3_SECRET_ACCESS_KEY": _hex,
-}
-
-
-# What an MLflow client outside the stack needs: the server advertises multipart downloads (its
-# artifact store is S3), whose presigned URLs name the S3 endpoint inside the stack's network
-# (http://s3:5000), which the host cannot reach: downloads would hang. Proxied downloads instead.
-HOST_CLIENT_ENV = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
-
-
-def compose_command() -> list[str]:
-    """``docker compose`` when the plugin answers, else ``docker-compose``."""
-    docker = shutil.which("docker")
-    if (
-        docker
-        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
-    ):
-        return [docker, "compose"]
-    standalone = shutil.which("docker-compose")
-    if standalone:
-        return [standalone]
-    raise images.ImageError("neither `docker compose` nor `docker-compose` is installed")
-
-
-def read_env(path: Path) -> dict[str, str]:
-    """``NAME=value`` lines of an env file (comments and blank lines skipped)."""
-    if not path.exists():
-        return {}
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {name.strip(): value for name, value in pairs if not name.lstrip().startswith("#")}
-
-
-def write_env(path: Path = ENV_FILE, settings: dict[str, str] | None = None) -> dict[str, str]:
-    """``path`` holding every secret (generated when absent) plus ``settings``; returns it all.
-
-    Existing secrets are kept (a stack's database was initialised with them); the file is
-    written owner-only.
-    """
-    values = read_env(path)
-    for name, generate in SECRETS.items():
-        if not values.get(name):
-            values[name] = generate()
-    values.update(settings or {})
-    if SHARED_ZIP.exists() and "HEALTH_PREDICT_RAW_DATA_DIR" not in values:
-        values["HEALTH_PREDICT_RAW_DATA_DIR"] = str(SHARED_ZIP.parent)
-        values["HEALTH_PREDICT_RAW_DATA_IN_STACK"] = f"/opt/raw-data/{SHARED_ZIP.name}"
-    body = "# Written by `python -m steps.stack env`; secrets generated on first run.\n"
-    body += "".join(f"{name}={value}\n" for name, value in values.items())
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(body)
-    path.chmod(0o600)
-    return values
-
-
-def compose(
-    *args: str, env_file: Path = ENV_FILE, project: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess:
-    """Run a compose command on docker-compose.yml with ``env_file``."""
-    command = [*compose_command(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE)]
-    if project:
-        command += ["-p", project]
-    return subprocess.run(
-        [*command, *args], cwd=config.PROJECT_ROOT, check=check, capture_output=True, text=True
-    )
+from steps.deployment import images
+from steps.deployment.model_image import build_serving_image
+from steps.deployment.services_stack import ENV_FILE, HOST_CLIENT_ENV, compose, read_env, write_env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
         client = images.engine()
         settings = {"SERVICES_IMAGE": images.build_services_image(client)}
         if args.action == "serve":
-            from steps import deploy
-
             values = read_env(ENV_FILE)
             os.environ.setdefault(
                 "MLFLOW_TRACKING_URI", f"http://127.0.0.1:{values.get('MLFLOW_PORT', '5000')}"
@@ -135,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault("MLFLOW_TRACKING_USERNAME", "admin")
             os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", values["MLFLOW_ADMIN_PASSWORD"])
             os.environ.update(HOST_CLIENT_ENV)
-            settings["SERVING_IMAGE"] = deploy.build_serving_image(deploy.DEFAULT_MODEL_URI).tag
+            settings["SERVING_IMAGE"] = build_serving_image(config.CHAMPION_MODEL_URI).tag
         write_env(ENV_FILE, settings)
         if args.action == "up":
             compose("up", "-d")

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import ingest, split
+from steps.data import ingestion, splitting
 
 
 @dataclass(frozen=True)
@@ -27,16 +27,16 @@ class IngestedAndSplit:
     """The session's ingest and split results on the real dataset."""
 
     data_uri: str
-    ingest: ingest.IngestResult
-    split: split.SplitResult
+    ingest: ingestion.IngestResult
+    split: splitting.SplitResult
 
 
 @pytest.fixture(scope="session")
 def ingested_and_split(session_stores: dict[str, str]) -> IngestedAndSplit:
     """Real ingest + split of the shared dataset into the session data store."""
     data_uri = session_stores["HEALTH_PREDICT_DATA_URI"]
-    ingest_result = ingest.ingest(session_stores["HEALTH_PREDICT_RAW_DATA"], data_uri)
-    split_result = split.split(data_uri=data_uri)
+    ingest_result = ingestion.ingest(session_stores["HEALTH_PREDICT_RAW_DATA"], data_uri)
+    split_result = splitting.split(data_uri=data_uri)
     return IngestedAndSplit(data_uri=data_uri, ingest=ingest_result, split=split_result)
 
 

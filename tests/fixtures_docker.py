@@ -29,8 +29,8 @@ import mlflow
 import pytest
 import requests
 
-from steps import deploy, images, serve
 from steps.core import config
+from steps.deployment import docker_run, images, model_image, server
 
 CONTAINER_MODEL_NAME = "health-predict-container-test"
 
@@ -55,15 +55,17 @@ def container_model(trained_model, docker_client) -> str:
 
 
 @pytest.fixture(scope="session")
-def serving_image(container_model, tmp_path_factory) -> deploy.ServingImage:
+def serving_image(container_model, tmp_path_factory) -> model_image.ServingImage:
     """The model's serving image (built once; reused while its content is unchanged)."""
-    return deploy.build_serving_image(container_model, tmp_path_factory.mktemp("serving-build"))
+    return model_image.build_serving_image(
+        container_model, tmp_path_factory.mktemp("serving-build")
+    )
 
 
 @pytest.fixture(scope="session")
 def serving_container(serving_image) -> Iterator[tuple[object, str]]:
     """(container, base URL) of the serving image running as deploy runs it; removed after."""
-    container, base_url = deploy.run_container(serving_image.tag)
+    container, base_url = docker_run.run_container(serving_image.tag)
     yield container, base_url
     container.remove(force=True)
 
@@ -85,7 +87,7 @@ def oci_registry(docker_client, tmp_path_factory) -> Iterator[str]:
     """``127.0.0.1:<port>`` of a real distribution registry, stopped and deleted after."""
     binary = _registry_binary()
     root = tmp_path_factory.mktemp("registry")
-    port = serve.free_port()
+    port = server.free_port()
     settings = {
         "version": 0.1,
         "log": {"level": "warn"},

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import mlflow
 import pytest
 
-from steps import train
+from steps.core import tracking
+from steps.training import trainer
 
 SMALL_FAMILIES = ("logreg", "lightgbm")
 
@@ -30,7 +31,7 @@ class TrainedModel:
 @pytest.fixture(scope="session")
 def trained_model(processed_data_uri: str) -> TrainedModel:
     """Train 2 families with 2 trials each on the real processed data (about a minute)."""
-    train_run_id = train.train(
+    train_run_id = trainer.train(
         data_uri=processed_data_uri,
         families=",".join(SMALL_FAMILIES),
         trials_per_family=2,
@@ -39,5 +40,5 @@ def trained_model(processed_data_uri: str) -> TrainedModel:
     )
     tags = mlflow.get_run(train_run_id).data.tags
     best_run_id = tags["health_predict.best_run_id"]
-    model_uri = mlflow.get_run(best_run_id).data.tags[train.MODEL_URI_TAG]
+    model_uri = mlflow.get_run(best_run_id).data.tags[tracking.MODEL_URI_TAG]
     return TrainedModel(train_run_id, best_run_id, model_uri, SMALL_FAMILIES)

@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from custom_pyfunc import serving, validation
-from steps import deploy, serve
+from steps.deployment import model_image, server
 
 # A small batch limit keeps the oversized-batch test cheap against the local server.
 LOCAL_MAX_BATCH_ROWS = 200
@@ -63,7 +63,7 @@ def scoring_service(
     trained_model = request.getfixturevalue("trained_model")
     log_path = tmp_path_factory.mktemp("serving") / "scoring-server.log"
     limit = {validation.MAX_BATCH_ROWS_ENV: str(LOCAL_MAX_BATCH_ROWS)}
-    with serve.serve_model(
+    with server.serve_model(
         trained_model.model_uri, workers=1, log_path=log_path, extra_env=limit
     ) as base_url:
         yield ScoringService(base_url, trained_model.model_uri, log_path, LOCAL_MAX_BATCH_ROWS)
@@ -71,7 +71,7 @@ def scoring_service(
 
 def _nginx_conf_for_this_host(upstream: str, port: int, root: Path) -> str:
     """The image's nginx.conf on ``port`` in front of ``upstream``, writing under ``root``."""
-    text = deploy.NGINX_CONF.read_text()
+    text = model_image.NGINX_CONF.read_text()
     replacements = {
         "server 127.0.0.1:8000;": f"server {upstream};",
         "listen 8080 deferred;": f"listen 127.0.0.1:{port};",
@@ -101,7 +101,7 @@ def nginx_front(
             raise RuntimeError("nginx is missing (.ci/apt-packages.txt installs nginx-light)")
         pytest.skip("nginx is not installed")
     root = tmp_path_factory.mktemp("nginx")
-    port = serve.free_port()
+    port = server.free_port()
     conf = root / "nginx.conf"
     upstream = scoring_service.base_url.removeprefix("http://")
     conf.write_text(_nginx_conf_for_this_host(upstream, port, root))

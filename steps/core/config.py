@@ -34,6 +34,14 @@ MODEL_NAME = "health-predict"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 PREVIOUS_CHAMPION_ALIAS = "previous-champion"
+# The served model, by alias (moves with promotions and rollbacks).
+CHAMPION_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
+
+
+def model_version_uri(version: str | int) -> str:
+    """The registry URI of one version of the project's model."""
+    return f"models:/{MODEL_NAME}/{version}"
+
 
 DATA_EXPERIMENT = "HealthPredict_Data"
 TRAINING_EXPERIMENT = "HealthPredict_Training"

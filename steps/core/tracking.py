@@ -30,6 +30,13 @@ DATA_TAG_PREFIX = "health_predict.data."
 STEP_TAG = "health_predict.step"
 RUN_KEY_TAG = "health_predict.run_key"
 TRAINING_ROLE = "training"
+# Registry tags on model versions.
+SOURCE_RUN_TAG = "health_predict.source_run_id"
+TRAINING_RUN_TAG = "health_predict.training_run_id"
+ROLLED_BACK_TAG = "health_predict.rolled_back"
+# Families are chosen on the validation ROC-AUC of their uncalibrated scores: isotonic
+# calibration turns scores into steps whose ties lower ROC-AUC without changing the ranking model.
+SELECTION_METRIC = "val_raw_roc_auc"
 
 # The experiment each entry point's runs belong to when nobody chose one.
 ENTRY_POINT_EXPERIMENTS = {
@@ -44,14 +51,15 @@ ENTRY_POINT_EXPERIMENTS = {
 }
 
 
-def _client() -> mlflow.MlflowClient:
+def mlflow_client() -> mlflow.MlflowClient:
+    """An MLflow client on the configured tracking and registry store."""
     config.configure_mlflow()
     return mlflow.MlflowClient()
 
 
 def find_runs(tags: dict[str, str], finished: bool = True, max_results: int = 1) -> list[Run]:
     """Runs carrying every tag in ``tags`` in any active experiment, newest first."""
-    client = _client()
+    client = mlflow_client()
     experiment_ids = [
         experiment.experiment_id
         for experiment in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
@@ -77,7 +85,9 @@ def alias_version(alias: str, name: str | None = None) -> str | None:
     """The registry version (as a string) ``alias`` of model ``name`` (default
     ``config.MODEL_NAME``, read at call time) points at, or None."""
     try:
-        return str(_client().get_model_version_by_alias(name or config.MODEL_NAME, alias).version)
+        return str(
+            mlflow_client().get_model_version_by_alias(name or config.MODEL_NAME, alias).version
+        )
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
@@ -86,7 +96,7 @@ def alias_version(alias: str, name: str | None = None) -> str | None:
 
 def lineage_tags(run_id: str) -> dict[str, str]:
     """The tags of ``run_id`` over those of its parent runs (the nearest run wins)."""
-    client = _client()
+    client = mlflow_client()
     merged: dict[str, str] = {}
     while run_id:
         tags = client.get_run(run_id).data.tags

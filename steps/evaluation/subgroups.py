@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from steps.evaluation.calibration import calibration_slope_intercept, expected_calibration_error
+
 ATTRIBUTES = ("race", "gender", "age_group")
 # Missing race or gender, or an age bracket outside the raw data's ten.
 UNKNOWN = "Unknown"
@@ -47,8 +49,6 @@ def subgroup_table(
     ROC-AUC, ECE (quantile bins), calibration slope and intercept of ``probability`` (NaN without
     positives / with one class), and ``judged`` (at least ``min_positives`` positive cases, and at
     least one)."""
-    from steps.evaluation.evaluate import calibration_slope_intercept, expected_calibration_error
-
     labels = np.asarray(labels).astype(bool)
     probability = np.asarray(probability, dtype=np.float64)
     hit = np.asarray(prediction).astype(bool) & labels

@@ -1,6 +1,6 @@
 """The retraining decision: DRIFT_DETECTED when the drift matters to the model, else NO_DRIFT.
 
-Labels arrive weeks after the inputs (``steps.monitoring.loop`` models the lag), so a decision
+Labels arrive weeks after the inputs (``steps.orchestration.loop`` models the lag), so a decision
 combines two sources. On matured labels (a batch whose 30-day outcomes are known, with enough rows
 of each class) it looks at what retraining would fix: ROC-AUC decay or calibration decay relative
 to the model's held-out baseline. On the newest, unlabelled inputs it looks at drift the model

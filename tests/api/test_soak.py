@@ -9,7 +9,7 @@ import os
 import pytest
 
 from benchmarks import soak
-from steps import serve
+from steps.deployment import server
 from tests.api.test_scoring_api import encounter_records
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ def test_soak_has_no_5xx_no_dropped_connection_flat_rss_and_fast_ping(request):
     if os.environ.get("API_BASE_URL"):
         pytest.skip("API_BASE_URL is set: soak the deployed service with benchmarks.soak")
     model_uri = request.getfixturevalue("trained_model").model_uri
-    with serve.serve_model(model_uri, workers=soak.WORKERS, startup_timeout_s=600) as base_url:
+    with server.serve_model(model_uri, workers=soak.WORKERS, startup_timeout_s=600) as base_url:
         result = soak.soak(base_url, encounter_records(200, seed=13), DURATION_S)
     print(result)
     assert result.requests > 100 and result.ok > 0 and result.client_errors > 0

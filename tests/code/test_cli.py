@@ -13,22 +13,22 @@ import inspect
 
 import pytest
 
-from steps import main as main_stage
-from steps import monitor, train
+from steps import main as main_command
 from steps.core import config
 from steps.evaluation import gate
 from steps.monitoring.decision import Thresholds
+from steps.training import families, trainer
 
-# Entry point -> (module, the stage function its CLI calls).
+# Entry point -> (its command module, the library module and stage function the command calls).
 STAGES = {
-    "ingest": ("steps.ingest", "ingest"),
-    "split": ("steps.split", "split"),
-    "train": ("steps.train", "train"),
-    "register": ("steps.register", "register"),
-    "monitor": ("steps.monitor", "monitor"),
-    "deploy": ("steps.deploy", "deploy"),
-    "simulate": ("steps.simulate", "simulate"),
-    "main": ("steps.main", "run_pipeline"),
+    "ingest": ("steps.ingest", "steps.data.ingestion", "ingest"),
+    "split": ("steps.split", "steps.data.splitting", "split"),
+    "train": ("steps.train", "steps.training.trainer", "train"),
+    "register": ("steps.register", "steps.registry.registration", "register"),
+    "monitor": ("steps.monitor", "steps.monitoring.assess", "monitor"),
+    "deploy": ("steps.deploy", "steps.deployment.rollout", "deploy"),
+    "simulate": ("steps.simulate", "steps.orchestration.simulation", "simulate"),
+    "main": ("steps.main", "steps.orchestration.pipeline", "run_pipeline"),
 }
 REQUIRED = {"monitor": ["--batch-uri", "batch.csv"]}
 
@@ -83,7 +83,7 @@ def test_help_is_readable(entry_point, capsys):
 
 @pytest.mark.parametrize("entry_point", sorted(STAGES))
 def test_stage_function_defaults_agree_with_mlproject(entry_point):
-    module_name, function_name = STAGES[entry_point]
+    _, module_name, function_name = STAGES[entry_point]
     function = getattr(importlib.import_module(module_name), function_name)
     declared = config.project_defaults(entry_point)
     for name, parameter in inspect.signature(function).parameters.items():
@@ -99,18 +99,18 @@ def test_gate_policy_and_thresholds_agree_with_mlproject():
     monitor_defaults = config.project_defaults("monitor")
     thresholds = Thresholds().as_dict()
     assert thresholds == {name: monitor_defaults[name] for name in thresholds}
-    assert monitor_defaults["model_uri"] == monitor.DEFAULT_MODEL_URI
+    assert monitor_defaults["model_uri"] == config.CHAMPION_MODEL_URI
     assert monitor_defaults["experiment"] == config.MONITORING_EXPERIMENT
 
 
 def test_train_without_arguments_gets_usable_defaults():
     """``python -m steps.train`` with no arguments used to fail: unknown model families []."""
     parsed = _parser("train").parse_args([])
-    assert set(train.parse_families(parsed.families)) <= set(train.FAMILIES)
-    assert set(vars(parsed)) <= set(inspect.signature(train.train).parameters)
+    assert set(families.parse_families(parsed.families)) <= set(families.FAMILIES)
+    assert set(vars(parsed)) <= set(inspect.signature(trainer.train).parameters)
 
 
 def test_a_fractional_count_is_refused(capsys):
     with pytest.raises(SystemExit):
-        main_stage.main(["--trials-per-family", "2.5"])
+        main_command.main(["--trials-per-family", "2.5"])
     assert "expected a whole number" in capsys.readouterr().err

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import mlflow
 import pytest
 
-from steps import deploy
 from steps.core import config
+from steps.deployment import kubernetes, model_image, rollout
 
 pytestmark = pytest.mark.slow
 
@@ -59,20 +59,20 @@ def assert_hardened(dockerfile) -> None:
     assert "MLFLOW_MODELS_WORKERS=2" in text
     assert "chmod o+rwX" not in text
     assert text.index("USER 10001") < text.index("ENTRYPOINT")
-    assert (dockerfile.parent / "nginx.conf").read_text() == deploy.NGINX_CONF.read_text()
+    assert (dockerfile.parent / "nginx.conf").read_text() == model_image.NGINX_CONF.read_text()
     assert (dockerfile.parent / "model_dir").is_dir()
 
 
 def test_resolve_model_pins_the_alias_to_its_version(champion_uri):
-    resolved = deploy.resolve_model(champion_uri)
+    resolved = model_image.resolve_model(champion_uri)
     assert resolved.uri == f"models:/{TEST_MODEL_NAME}/{resolved.version}"
     assert resolved.image_tag == f"v{resolved.version}"
-    with pytest.raises(deploy.DeployError, match="cannot resolve"):
-        deploy.resolve_model(f"models:/{TEST_MODEL_NAME}@no-such-alias")
+    with pytest.raises(model_image.DeployError, match="cannot resolve"):
+        model_image.resolve_model(f"models:/{TEST_MODEL_NAME}@no-such-alias")
 
 
 def test_local_target_writes_hardened_dockerfile_and_smoke_tests(champion_uri, tmp_path):
-    result = deploy.deploy(target="local", model_uri=champion_uri, output_dir=tmp_path / "serving")
+    result = rollout.deploy(target="local", model_uri=champion_uri, output_dir=tmp_path / "serving")
     assert_hardened(result.dockerfile)
     assert len(result.predictions) == 1
     assert result.predictions[0]["prediction"] in (0, 1)
@@ -97,15 +97,15 @@ def test_k8s_target_stops_before_building_with_one_error_line(champion_uri, tmp_
 def test_each_missing_prerequisite_is_named_alone(no_cloud, monkeypatch):
     from moto import mock_aws
 
-    problems = deploy.missing_prerequisites("us-east-1", "health-predict", "health-predict-api")
+    problems = rollout.missing_prerequisites("us-east-1", "health-predict", "health-predict-api")
     assert [p.split(" (")[0] for p in problems] == [
         "no Docker engine reachable",
         "no usable AWS credentials",
         "no Kubernetes cluster configured",
     ]
     # Fake: a Docker engine cannot run here, so its check is made to pass.
-    monkeypatch.setattr(deploy, "check_docker", lambda: None)
-    problems = deploy.missing_prerequisites("us-east-1", "health-predict", "health-predict-api")
+    monkeypatch.setattr(rollout, "check_docker", lambda: None)
+    problems = rollout.missing_prerequisites("us-east-1", "health-predict", "health-predict-api")
     assert [p.split(" (")[0] for p in problems] == [
         "no usable AWS credentials", "no Kubernetes cluster configured",
     ]  # fmt: skip
@@ -113,7 +113,9 @@ def test_each_missing_prerequisite_is_named_alone(no_cloud, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
-        problems = deploy.missing_prerequisites("us-east-1", "health-predict", "health-predict-api")
+        problems = rollout.missing_prerequisites(
+            "us-east-1", "health-predict", "health-predict-api"
+        )
     assert [p.split(" (")[0] for p in problems] == ["no Kubernetes cluster configured"]
 
 
@@ -152,13 +154,13 @@ class FakeAppsApi:
 
 def test_rollout_waits_for_ready_replicas():
     apps = FakeAppsApi("repo:v1", healthy_images={"repo:v1", "repo:v2"})
-    deploy.roll_out(apps, "ns", "api", "repo:v2", timeout_s=1, poll_s=0.01)
+    kubernetes.roll_out(apps, "ns", "api", "repo:v2", timeout_s=1, poll_s=0.01)
     assert apps.patched == ["repo:v2"]
 
 
 def test_rollout_that_never_becomes_ready_is_rolled_back():
     apps = FakeAppsApi("repo:v1", healthy_images={"repo:v1"})
-    with pytest.raises(deploy.DeployError, match="rolled back to repo:v1"):
-        deploy.roll_out(apps, "ns", "api", "repo:v2", timeout_s=0.05, poll_s=0.01)
+    with pytest.raises(model_image.DeployError, match="rolled back to repo:v1"):
+        kubernetes.roll_out(apps, "ns", "api", "repo:v2", timeout_s=0.05, poll_s=0.01)
     assert apps.patched == ["repo:v2", "repo:v1"]
     assert apps.image == "repo:v1"

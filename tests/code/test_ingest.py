@@ -19,7 +19,7 @@ import pytest
 from custom_pyfunc import columns
 from steps import ingest
 from steps.core import config, storage
-from steps.data import schema
+from steps.data import ingestion, schema
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -54,7 +54,7 @@ def test_zip_over_real_http_is_ingested_and_counted(http_root, synthetic_csv, tm
     root, base_url = http_root
     (root / "data.zip").write_bytes(_zip_bytes({"nested/dir/diabetic_data.csv": synthetic_csv}))
     store = str(tmp_path / "store")
-    result = ingest.ingest(f"{base_url}/data.zip", store)
+    result = ingestion.ingest(f"{base_url}/data.zip", store)
     assert result.source_kind == "url:zip"
     assert (result.source_rows, result.clean_rows, result.quarantined_rows) == (200, 200, 0)
     stored = columns.read_encounters_csv(storage.read_bytes(result.raw_table_uri))
@@ -66,8 +66,8 @@ def test_zip_over_real_http_is_ingested_and_counted(http_root, synthetic_csv, tm
 def test_checksum_mismatch_warns_loudly_but_continues(synthetic_csv, tmp_path, caplog, capsys):
     source = tmp_path / "diabetic_data.csv"
     source.write_bytes(synthetic_csv)
-    with caplog.at_level(logging.WARNING, logger="steps.ingest"):
-        result = ingest.ingest(str(source), str(tmp_path / "store"))
+    with caplog.at_level(logging.WARNING, logger="steps.data.ingestion"):
+        result = ingestion.ingest(str(source), str(tmp_path / "store"))
     assert not result.sha256_matches
     assert result.clean_rows == 200
     assert any(config.RAW_CSV_SHA256 in record.getMessage() for record in caplog.records)
@@ -89,7 +89,7 @@ def test_bad_rows_go_to_quarantine_with_reasons_and_never_to_mlflow_or_logs(
     store = str(tmp_path / "store")
 
     with caplog.at_level(logging.DEBUG):
-        result = ingest.ingest(str(source), store)
+        result = ingestion.ingest(str(source), store)
 
     assert (result.source_rows, result.clean_rows, result.quarantined_rows) == (200, 197, 3)
     quarantine = columns.read_encounters_csv(storage.read_bytes(result.quarantine_uri))
@@ -170,18 +170,18 @@ def test_headerless_dataset_error_does_not_echo_the_first_row(synthetic_csv, tmp
     first_row = synthetic_csv.decode().splitlines()[1]
     source = tmp_path / "diabetic_data.csv"
     source.write_text("\n".join(synthetic_csv.decode().splitlines()[1:]) + "\n")
-    with pytest.raises(ingest.DatasetError) as error:
-        ingest.ingest(str(source), str(tmp_path / "store"))
+    with pytest.raises(ingestion.DatasetError) as error:
+        ingestion.ingest(str(source), str(tmp_path / "store"))
     assert "header" in str(error.value)
     assert not any(value in str(error.value) for value in first_row.split(",")[:2])
 
 
 def test_missing_path_and_http_404_name_the_problem(http_root, tmp_path):
     _, base_url = http_root
-    with pytest.raises(ingest.DatasetError, match="no dataset file at"):
-        ingest.ingest(str(tmp_path / "nowhere.zip"), str(tmp_path / "store"))
-    with pytest.raises(ingest.DatasetError, match=r"could not download .*: HTTPError"):
-        ingest.ingest(f"{base_url}/missing.zip", str(tmp_path / "store"))
+    with pytest.raises(ingestion.DatasetError, match="no dataset file at"):
+        ingestion.ingest(str(tmp_path / "nowhere.zip"), str(tmp_path / "store"))
+    with pytest.raises(ingestion.DatasetError, match=r"could not download .*: HTTPError"):
+        ingestion.ingest(f"{base_url}/missing.zip", str(tmp_path / "store"))
 
 
 def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path):
@@ -214,14 +214,14 @@ def test_rows_with_too_many_or_too_few_fields_are_both_quarantined(synthetic_csv
     source = tmp_path / "diabetic_data.csv"
     source.write_bytes((header + "".join(rows)).encode())
 
-    result = ingest.ingest(str(source), str(tmp_path / "store"))
+    result = ingestion.ingest(str(source), str(tmp_path / "store"))
 
     assert (result.source_rows, result.clean_rows, result.quarantined_rows) == (200, 198, 2)
     quarantine = columns.read_encounters_csv(storage.read_bytes(result.quarantine_uri))
     assert list(quarantine[schema.SOURCE_ROW_COLUMN]) == [4, 8]
-    assert quarantine[schema.QUARANTINE_REASON_COLUMN].iloc[0] == ingest.LONG_ROW_REASON
+    assert quarantine[schema.QUARANTINE_REASON_COLUMN].iloc[0] == ingestion.LONG_ROW_REASON
     assert "ZQX-extra" not in storage.read_bytes(result.quarantine_uri).decode()
-    assert result.reason_counts[ingest.LONG_ROW_REASON] == 1
+    assert result.reason_counts[ingestion.LONG_ROW_REASON] == 1
 
 
 def _stored_outputs(store: Path) -> dict[str, bytes]:
@@ -234,13 +234,13 @@ def test_a_failed_ingest_leaves_the_stored_outputs_untouched(synthetic_csv, tmp_
     text.loc[5, "gender"] = None
     first, store = tmp_path / "first.csv", tmp_path / "store"
     first.write_bytes(columns.to_raw_csv_bytes(text))
-    ingest.ingest(str(first), str(store))
+    ingestion.ingest(str(first), str(store))
     before = _stored_outputs(store)
 
     all_bad = tmp_path / "all_bad.csv"
     all_bad.write_bytes(columns.to_raw_csv_bytes(text.assign(age="[200-210)")))
-    with pytest.raises(ingest.DatasetError, match="no row passed validation"):
-        ingest.ingest(str(all_bad), str(store))
+    with pytest.raises(ingestion.DatasetError, match="no row passed validation"):
+        ingestion.ingest(str(all_bad), str(store))
     assert _stored_outputs(store) == before
 
 
@@ -248,7 +248,7 @@ def test_a_checksum_mismatch_replaces_a_stored_raw_table_only_when_asked(synthet
     store = tmp_path / "store"
     first = tmp_path / "first.csv"
     first.write_bytes(synthetic_csv)
-    ingest.ingest(str(first), str(store))
+    ingestion.ingest(str(first), str(store))
     before = _stored_outputs(store)
     smaller = tmp_path / "smaller.csv"
     smaller.write_bytes(b"".join(synthetic_csv.splitlines(keepends=True)[:21]))
@@ -256,7 +256,7 @@ def test_a_checksum_mismatch_replaces_a_stored_raw_table_only_when_asked(synthet
     exit_code = ingest.main(["--raw-data", str(smaller), "--data-uri", str(store)])
     assert exit_code == 2 and _stored_outputs(store) == before
 
-    replaced = ingest.ingest(str(smaller), str(store), replace_raw_table=True)
+    replaced = ingestion.ingest(str(smaller), str(store), replace_raw_table=True)
     assert replaced.clean_rows == 20
     assert (
         ingest.main(

@@ -9,7 +9,7 @@ import pytest
 
 from custom_pyfunc import columns
 from steps.core import config, storage
-from steps.monitoring import loop
+from steps.orchestration import loop
 from tests.fixtures_data import synthetic_encounters
 
 

@@ -13,9 +13,8 @@ import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT
 
 from custom_pyfunc import columns
-from steps import simulate
 from steps.core import config, storage, tracking
-from steps.monitoring import loop
+from steps.orchestration import loop, simulation
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -101,6 +100,6 @@ def test_simulate_with_reset_keeps_the_loop_when_it_cannot_start(store, monkeypa
     loop.prepare_batch(0, 10, store)
     advanced = loop.advance(state, 0, None, None, store)
     with pytest.raises(RuntimeError, match="no champion"):
-        simulate.simulate(data_uri=store, batch_size=10, max_batches=1, reset=True)
+        simulation.simulate(data_uri=store, batch_size=10, max_batches=1, reset=True)
     assert loop.load_state(store) == advanced
     assert storage.exists(loop.batch_uri(0, store))

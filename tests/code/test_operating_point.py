@@ -12,10 +12,11 @@ from custom_pyfunc import columns, features
 from custom_pyfunc.model import pinned_requirements
 from custom_pyfunc.predictor import ReadmissionPredictor
 from custom_pyfunc.preprocessing import FeatureEncoder
-from steps import register, train
 from steps.core import storage
 from steps.core.tracking import DATA_TAG_PREFIX
 from steps.evaluation import baselines, evaluate, patients
+from steps.registry import candidates
+from steps.training import families, fitting
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -70,8 +71,8 @@ def test_gate_data_loses_the_patients_of_every_training_file(tmp_path):
         tags[f"{DATA_TAG_PREFIX}{name}_uri"] = uri
     eval_uri = str(tmp_path / "eval.csv")
     storage.write_bytes(eval_uri, columns.to_raw_csv_bytes(evaluation_frame))
-    evaluation = register.load_evaluation_data(eval_uri)
-    kept, counts = register.disjoint_from_training(evaluation, tags)
+    evaluation = candidates.load_evaluation_data(eval_uri)
+    kept, counts = candidates.disjoint_from_training(evaluation, tags)
     seen = set(train_frame["patient_nbr"]) | set(validation_frame["patient_nbr"])
     assert not set(kept.frame["patient_nbr"]) & seen
     assert int(counts["eval_rows_excluded_patient_overlap"]) == len(evaluation.frame) - len(
@@ -82,8 +83,8 @@ def test_gate_data_loses_the_patients_of_every_training_file(tmp_path):
     assert counts["patient_overlap_check"] == "passed"
     # A training file changed since training cannot vouch for disjointness.
     tags[f"{DATA_TAG_PREFIX}initial_train_sha256"] = "0" * 64
-    with pytest.raises(register.RegistrationError, match="changed since training"):
-        register.disjoint_from_training(evaluation, tags)
+    with pytest.raises(candidates.RegistrationError, match="changed since training"):
+        candidates.disjoint_from_training(evaluation, tags)
 
 
 def _engineered(frame: pd.DataFrame):
@@ -97,11 +98,11 @@ def test_catboost_family_fits_calibrates_and_predicts_single_rows():
     params = {"n_estimators": 20, "learning_rate": 0.1, "depth": 3, "l2_leaf_reg": 3.0}
     pipeline = Pipeline(
         [
-            ("features", FeatureEncoder(encoding=train.ENCODING["catboost"])),
-            ("model", train.build_estimator("catboost", params, seed=0, n_jobs=1)),
+            ("features", FeatureEncoder(encoding=families.ENCODING["catboost"])),
+            ("model", families.build_estimator("catboost", params, seed=0, n_jobs=1)),
         ]
     ).fit(x_train, y_train)
-    calibrated, briers = train.calibrate(pipeline, x_val, y_val, seed=0)
+    calibrated, briers = fitting.calibrate(pipeline, x_val, y_val, seed=0)
     assert set(briers) == {"none", "sigmoid", "isotonic"}
     best = min(briers, key=briers.get)
     assert (calibrated.method if calibrated is not None else "none") == best

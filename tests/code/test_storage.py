@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import ingest, split
 from steps.core import config, storage
+from steps.data import ingestion, splitting
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -71,8 +71,8 @@ def test_ingest_and_split_on_s3_data_store(s3_data_uri, tmp_path):
     raw_csv = columns.to_raw_csv_bytes(synthetic_encounters(1200, seed=11, n_patients=800))
     raw_uri = storage.write_bytes(f"{s3_data_uri}-source/diabetic_data.csv", raw_csv)
 
-    ingested = ingest.ingest(raw_uri, s3_data_uri)
-    result = split.split(s3_data_uri, initial_fraction=0.2, seed=3)
+    ingested = ingestion.ingest(raw_uri, s3_data_uri)
+    result = splitting.split(s3_data_uri, initial_fraction=0.2, seed=3)
 
     assert ingested.source_kind == "s3:csv" and ingested.clean_rows == 1200
     assert ingested.raw_table_uri == f"{s3_data_uri}/{config.RAW_DATA_KEY}"
@@ -80,7 +80,7 @@ def test_ingest_and_split_on_s3_data_store(s3_data_uri, tmp_path):
     assert result.manifest_uri.startswith("s3://")
     for name, entry in result.files.items():
         payload = storage.read_bytes(entry.uri)
-        assert entry.uri == f"{s3_data_uri}/{split.SPLIT_KEYS[name]}"
+        assert entry.uri == f"{s3_data_uri}/{splitting.SPLIT_KEYS[name]}"
         assert (
             hashlib.sha256(payload).hexdigest() == entry.sha256 == manifest["files"][name]["sha256"]
         )

@@ -7,26 +7,28 @@ import hashlib
 import pytest
 
 from custom_pyfunc import columns
-from steps import train
 from steps.core import storage
 from steps.data import labelled
+from steps.training import data as training_data
 from tests.fixtures_data import synthetic_encounters
 
 
 @pytest.fixture
 def synthetic_store(tmp_path) -> str:
     root = str(tmp_path / "store")
-    for offset, key in enumerate(train.SPLIT_FILES.values()):
+    for offset, key in enumerate(training_data.SPLIT_FILES.values()):
         payload = columns.to_raw_csv_bytes(synthetic_encounters(120, seed=offset))
         storage.write_bytes(storage.join(root, key), payload)
     return root
 
 
 def test_reads_splits_with_hashes_and_drops_death_or_hospice(synthetic_store):
-    data = train.load_training_data(synthetic_store, "30d")
-    payload = storage.read_bytes(storage.join(synthetic_store, train.SPLIT_FILES["initial_train"]))
+    data = training_data.load_training_data(synthetic_store, "30d")
+    payload = storage.read_bytes(
+        storage.join(synthetic_store, training_data.SPLIT_FILES["initial_train"])
+    )
     assert data.hashes["initial_train"] == hashlib.sha256(payload).hexdigest()
-    for name in train.SPLIT_FILES:
+    for name in training_data.SPLIT_FILES:
         assert len(data.frames[name]) == len(data.labels[name]) == len(data.raw[name])
         assert columns.is_label_eligible(data.raw[name]).all()
         assert len(data.raw[name]) < 120  # the synthetic data has death/hospice rows
@@ -39,8 +41,10 @@ def test_extra_training_data_from_a_prefix_is_appended_to_train_only(synthetic_s
             str(batches / f"batch_{seed}.csv"),
             columns.to_raw_csv_bytes(synthetic_encounters(40, seed=seed)),
         )
-    plain = train.load_training_data(synthetic_store, "30d")
-    extended = train.load_training_data(synthetic_store, "30d", extra_train_uri=str(batches))
+    plain = training_data.load_training_data(synthetic_store, "30d")
+    extended = training_data.load_training_data(
+        synthetic_store, "30d", extra_train_uri=str(batches)
+    )
     extra_rows = sum(
         int(columns.is_label_eligible(synthetic_encounters(40, seed=s)).sum()) for s in (50, 51)
     )
@@ -54,11 +58,11 @@ def test_extra_training_data_without_labels_is_refused(synthetic_store, tmp_path
     path = str(tmp_path / "unlabelled.csv")
     storage.write_bytes(path, columns.to_raw_csv_bytes(unlabelled))
     with pytest.raises(ValueError, match="readmitted"):
-        train.load_training_data(synthetic_store, "30d", extra_train_uri=path)
+        training_data.load_training_data(synthetic_store, "30d", extra_train_uri=path)
 
 
 def test_one_reader_for_files_folders_and_lists_with_the_split_hash(synthetic_store, tmp_path):
-    test_uri = storage.join(synthetic_store, train.SPLIT_FILES["initial_test"])
+    test_uri = storage.join(synthetic_store, training_data.SPLIT_FILES["initial_test"])
     single = labelled.read_labelled(test_uri)
     assert single.sha256 == hashlib.sha256(storage.read_bytes(test_uri)).hexdigest()
     folder = tmp_path / "batches"

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns, features
-from steps import monitor
 from steps.core import config, storage
 from steps.monitoring.inputs import (
     MonitorInputError,
@@ -16,6 +15,7 @@ from steps.monitoring.inputs import (
     load_table,
 )
 from tests.fixtures_data import synthetic_encounters
+from steps import monitor
 
 
 def _run_cli(capsys, *args: str) -> tuple[int, str, str]:

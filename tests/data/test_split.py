@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import split
 from steps.core import config, storage
+from steps.data import splitting
 
 SPLIT_SHARES = {"initial_train": 0.70, "initial_validation": 0.15, "initial_test": 0.15}
 
@@ -115,12 +115,12 @@ def _copy_of_ingested_store(data_uri: str, target: Path) -> str:
 
 def test_same_input_and_seed_give_byte_identical_files(ingested_and_split, tmp_path: Path):
     first = ingested_and_split.split.files
-    again = split.split(_copy_of_ingested_store(ingested_and_split.data_uri, tmp_path / "a"))
+    again = splitting.split(_copy_of_ingested_store(ingested_and_split.data_uri, tmp_path / "a"))
     for name, entry in again.files.items():
         on_disk = hashlib.sha256(storage.read_bytes(entry.uri)).hexdigest()
         assert entry.sha256 == on_disk == first[name].sha256, name
 
-    other_seed = split.split(
+    other_seed = splitting.split(
         _copy_of_ingested_store(ingested_and_split.data_uri, tmp_path / "b"), seed=7
     )
     assert other_seed.files["initial_train"].sha256 != first["initial_train"].sha256
@@ -131,6 +131,6 @@ def test_split_refuses_a_raw_table_that_does_not_match_ingest(ingested_and_split
     copy = Path(_copy_of_ingested_store(ingested_and_split.data_uri, tmp_path / "store"))
     lines = (copy / config.RAW_DATA_KEY).read_bytes().splitlines(keepends=True)
     (copy / config.RAW_DATA_KEY).write_bytes(b"".join(lines[:-5]))
-    with pytest.raises(split.SplitError, match="run ingest again"):
-        split.split(str(copy))
+    with pytest.raises(splitting.SplitError, match="run ingest again"):
+        splitting.split(str(copy))
     assert not (copy / config.PROCESSED_DIR).exists()

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from steps.core.config import PROJECT_ROOT
+from steps.deployment import model_image
 
 CHECKOV = PROJECT_ROOT / ".venv" / "checkov" / "bin" / "checkov"
 STATIC_TARGETS = ["terraform", "k8s", "docker", "docker-compose.yml"]
@@ -161,7 +162,6 @@ class EchoModel(mlflow.pyfunc.PythonModel):
 @pytest.fixture(scope="module")
 def serving_dockerfile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The hardened serving Dockerfile, written by steps/deploy.py for a saved pyfunc model."""
-    from steps import deploy
 
     root = tmp_path_factory.mktemp("serving")
     mlflow.pyfunc.save_model(
@@ -169,7 +169,7 @@ def serving_dockerfile(tmp_path_factory: pytest.TempPathFactory) -> Path:
         python_model=EchoModel(),
         pip_requirements=[f"mlflow=={mlflow.__version__}"],
     )
-    return deploy.write_hardened_dockerfile(str(root / "model"), root / "build", workers=2)
+    return model_image.write_hardened_dockerfile(str(root / "model"), root / "build", workers=2)
 
 
 def test_generated_serving_dockerfile_has_no_failed_checks(serving_dockerfile, capsys):

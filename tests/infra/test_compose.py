@@ -10,8 +10,8 @@ import stat
 import pytest
 import yaml
 
-from steps import images, stack
 from steps.core.config import PROJECT_ROOT
+from steps.deployment import images, services_stack
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 KIND_OVERLAY = PROJECT_ROOT / "docker" / "compose.kind.yml"
@@ -155,7 +155,7 @@ def test_no_hard_coded_secrets(compose):
 
 
 def test_every_variable_is_declared_in_env_example_and_every_secret_is_generated():
-    declared = stack.read_env(ENV_EXAMPLE)
+    declared = services_stack.read_env(ENV_EXAMPLE)
     used = {
         name
         for path in (COMPOSE_FILE, KIND_OVERLAY, AWS_OVERLAY)
@@ -163,20 +163,22 @@ def test_every_variable_is_declared_in_env_example_and_every_secret_is_generated
     }
     assert used <= set(declared), f"not in .env.example: {sorted(used - set(declared))}"
     required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", COMPOSE_FILE.read_text()))
-    assert required - {"SERVICES_IMAGE"} <= set(stack.SECRETS)
-    for name in stack.SECRETS:
+    assert required - {"SERVICES_IMAGE"} <= set(services_stack.SECRETS)
+    for name in services_stack.SECRETS:
         assert declared[name] == "", f"{name} must be empty in .env.example"
 
 
 def test_env_is_generated_once_owner_only_and_kept(tmp_path):
     env_file = tmp_path / ".env"
-    first = stack.write_env(env_file, {"SERVICES_IMAGE": "health-predict-services:abc"})
+    first = services_stack.write_env(env_file, {"SERVICES_IMAGE": "health-predict-services:abc"})
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert all(len(first[name]) >= 16 for name in stack.SECRETS)
-    assert len(set(first[name] for name in stack.SECRETS)) == len(stack.SECRETS)
-    second = stack.write_env(env_file, {"SERVICES_IMAGE": "health-predict-services:def"})
-    assert {n: second[n] for n in stack.SECRETS} == {n: first[n] for n in stack.SECRETS}
-    assert stack.read_env(env_file)["SERVICES_IMAGE"] == "health-predict-services:def"
+    assert all(len(first[name]) >= 16 for name in services_stack.SECRETS)
+    assert len(set(first[name] for name in services_stack.SECRETS)) == len(services_stack.SECRETS)
+    second = services_stack.write_env(env_file, {"SERVICES_IMAGE": "health-predict-services:def"})
+    assert {n: second[n] for n in services_stack.SECRETS} == {
+        n: first[n] for n in services_stack.SECRETS
+    }
+    assert services_stack.read_env(env_file)["SERVICES_IMAGE"] == "health-predict-services:def"
 
 
 def test_env_file_is_git_ignored():
@@ -199,12 +201,18 @@ def test_kind_overlay_gives_only_the_scheduler_docker_and_the_cluster():
 
 def test_compose_config_accepts_the_files(tmp_path):
     try:
-        command = stack.compose_command()
+        command = services_stack.compose_command()
     except Exception as error:  # neither compose front-end installed
         pytest.skip(str(error))
     env_file = tmp_path / ".env"
-    stack.write_env(env_file, {"SERVICES_IMAGE": "health-predict-services:x", "DOCKER_GID": "1",
-                               "HOST_KUBE_DIR": str(tmp_path)})  # fmt: skip
+    services_stack.write_env(
+        env_file,
+        {
+            "SERVICES_IMAGE": "health-predict-services:x",
+            "DOCKER_GID": "1",
+            "HOST_KUBE_DIR": str(tmp_path),
+        },
+    )
     import subprocess
 
     result = subprocess.run(

@@ -20,8 +20,8 @@ import sys
 import pytest
 import requests
 
-from steps import deploy, images
 from steps.core import config
+from steps.deployment import docker_run, images, oci
 from tests.api.test_scoring_api import encounter_records
 
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ def test_k8s_target_pushes_then_stops_at_the_cluster_step(
     assert "AWS" not in last_line  # a non-ECR registry asks for no AWS credentials
     digest = re.search(r"@(sha256:[0-9a-f]{64})", last_line).group(1)
 
-    registry = deploy.Registry(oci_registry, "health-predict")
+    registry = oci.Registry(oci_registry, "health-predict")
     remote_digest, manifest = registry.manifest(f"v{version}")
     assert remote_digest == digest
     assert manifest["config"]["digest"] == serving_image.id
@@ -98,7 +98,7 @@ def test_k8s_target_pushes_then_stops_at_the_cluster_step(
     docker_client.images.remove(reference)
     pulled = docker_client.images.pull(f"{oci_registry}/health-predict@{digest}")
     assert pulled.id == serving_image.id
-    container, base_url = deploy.run_container(f"{oci_registry}/health-predict@{digest}")
+    container, base_url = docker_run.run_container(f"{oci_registry}/health-predict@{digest}")
     try:
         assert requests.get(base_url + "/ping", timeout=10).status_code == 200
     finally:
@@ -130,5 +130,5 @@ def test_a_tag_holding_another_image_stops_the_deployment(
     last_line = completed.stderr.strip().splitlines()[-1]
     assert last_line.startswith(f"error: {oci_registry}/taken:v{version} already holds another")
     assert "tags are immutable" in last_line
-    _, manifest = deploy.Registry(oci_registry, "taken").manifest(f"v{version}")
+    _, manifest = oci.Registry(oci_registry, "taken").manifest(f"v{version}")
     assert manifest["config"]["digest"] == other.id  # left as it was

@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from steps import deploy
 from steps.core import config
+from steps.deployment import model_image
 
 K8S_DIR = config.PROJECT_ROOT / "k8s"
 MANIFESTS = ("namespace.yaml", "deployment.yaml", "service.yaml", "networkpolicy.yaml")
@@ -86,7 +86,7 @@ def test_deployment_is_replicated_probed_limited_and_locked_down():
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    assert security["runAsUser"] == deploy.APP_UID
+    assert security["runAsUser"] == model_image.APP_UID
 
 
 def test_every_path_nginx_writes_is_an_emptydir_mount():
@@ -95,7 +95,7 @@ def test_every_path_nginx_writes_is_an_emptydir_mount():
     mounts = [
         m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if m["name"] in empty_dirs
     ]
-    nginx_conf = deploy.NGINX_CONF.read_text()
+    nginx_conf = model_image.NGINX_CONF.read_text()
     written = re.findall(
         r"^\s*(?:pid|error_log|access_log|\w+_temp_path)\s+(/\S+?)[;\s]", nginx_conf, re.M
     )

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import requests
 
-from steps import deploy
 from steps.core import config
+from steps.deployment import model_image
 from tests.api.test_scoring_api import encounter_records
 
 pytestmark = pytest.mark.slow
@@ -42,9 +42,9 @@ def test_health_check_turns_healthy(serving_container, serving_image, docker_cli
 def test_runs_as_the_non_root_uid_on_a_read_only_root(serving_container):
     container, _ = serving_container
     assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
-    assert run_in(container, ["id", "-u"]) == (0, f"{deploy.APP_UID}\n")
+    assert run_in(container, ["id", "-u"]) == (0, f"{model_image.APP_UID}\n")
     users = {process[-1] for process in container.top(ps_args="-eo pid,user")["Processes"]}
-    assert users == {str(deploy.APP_UID)}, users
+    assert users == {str(model_image.APP_UID)}, users
     code, output = run_in(container, ["touch", "/opt/ml/model/written"])
     assert code != 0 and "Read-only file system" in output
 
@@ -60,7 +60,7 @@ def test_nginx_config_passes_nginx_t_inside(serving_container):
     assert code == 0, output
     assert "syntax is ok" in output and "test is successful" in output
     code, shipped = run_in(container, ["cat", conf])
-    assert shipped == deploy.NGINX_CONF.read_text()
+    assert shipped == model_image.NGINX_CONF.read_text()
 
 
 def test_image_holds_only_the_saved_model(serving_container, trained_model):

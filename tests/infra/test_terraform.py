@@ -22,6 +22,7 @@ import yaml
 from hcl2.utils import SerializationOptions
 
 from steps.core.config import PROJECT_ROOT
+from steps.deployment import services_stack
 
 TERRAFORM_DIR = PROJECT_ROOT / "terraform"
 TF_FILES = sorted(TERRAFORM_DIR.glob("*.tf"))
@@ -420,20 +421,21 @@ def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
     services reach the project bucket through the instance role (no access key, regional
     endpoint), moto idles, and MLflow's artifacts go to the bucket (checked by the real
     ``docker compose config`` on the rendered .env; no AWS here)."""
-    from steps import stack
 
     env = _env_written_by(rendered_user_data, tmp_path)
     required = set(re.findall(r"\$\{([A-Z0-9_]+):?\?", (PROJECT_ROOT / "docker-compose.yml")
                               .read_text()))  # fmt: skip
     assert required <= set(env), f"not written: {sorted(required - set(env))}"
-    assert set(stack.SECRETS) <= set(env)
+    assert set(services_stack.SECRETS) <= set(env)
     assert env["S3_ACCESS_KEY_ID"] == env["S3_SECRET_ACCESS_KEY"] == ""
-    assert all(len(env[name]) >= 32 for name in stack.SECRETS if not name.startswith("S3_"))
+    assert all(
+        len(env[name]) >= 32 for name in services_stack.SECRETS if not name.startswith("S3_")
+    )
     compose_line = re.search(r"docker compose (-f .*?) up", rendered_user_data.replace("\\\n", ""))
     files = compose_line.group(1).split()[1::2]
     assert files == ["docker-compose.yml", "docker/compose.kind.yml", "docker/compose.aws.yml"]
     try:
-        command = stack.compose_command()
+        command = services_stack.compose_command()
     except Exception as error:  # neither compose front-end installed
         pytest.skip(str(error))
     assert env["AIRFLOW_PORT"] == "example-airflow_port"  # terraform's value, as rendered

@@ -17,7 +17,8 @@ import uuid
 import pytest
 import requests
 
-from steps import deploy, serve, stack
+from steps.core import config
+from steps.deployment import model_image, server, services_stack
 from tests.api.test_scoring_api import encounter_records
 
 pytestmark = pytest.mark.slow
@@ -53,8 +54,8 @@ def compose_stack(docker_client, services_image, tmp_path_factory):
     """(project, env values, env file) of a running stack; torn down with ``down -v`` after."""
     project = f"hp-test-{uuid.uuid4().hex[:8]}"
     env_file = tmp_path_factory.mktemp("stack") / ".env"
-    ports = {name: str(serve.free_port()) for name in ("MLFLOW", "AIRFLOW", "SERVING")}
-    values = stack.write_env(
+    ports = {name: str(server.free_port()) for name in ("MLFLOW", "AIRFLOW", "SERVING")}
+    values = services_stack.write_env(
         env_file,
         {
             "SERVICES_IMAGE": services_image,
@@ -64,7 +65,7 @@ def compose_stack(docker_client, services_image, tmp_path_factory):
         },
     )
     try:
-        stack.compose("up", "-d", env_file=env_file, project=project)
+        services_stack.compose("up", "-d", env_file=env_file, project=project)
         wait_for(
             lambda: healthy(docker_client, project, {"postgres", "mlflow", "airflow-apiserver",
                                                      "airflow-scheduler"}),
@@ -72,12 +73,12 @@ def compose_stack(docker_client, services_image, tmp_path_factory):
         )  # fmt: skip
         yield project, values, env_file
     finally:
-        stack.compose("--profile", "serving", "down", "-v", "--remove-orphans",
+        services_stack.compose("--profile", "serving", "down", "-v", "--remove-orphans",
                       env_file=env_file, project=project, check=False)  # fmt: skip
 
 
 def airflow_token(base: str, project: str, env_file) -> str:
-    password_file = stack.compose(
+    password_file = services_stack.compose(
         "exec", "-T", "airflow-apiserver", "cat", "/opt/airflow/auth/passwords.json",
         env_file=env_file, project=project,
     ).stdout  # fmt: skip
@@ -123,7 +124,7 @@ def test_training_dag_through_rest_then_prediction_from_serving(
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{values['MLFLOW_PORT']}",
         "MLFLOW_TRACKING_USERNAME": "admin",
         "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_ADMIN_PASSWORD"],
-        **stack.HOST_CLIENT_ENV,
+        **services_stack.HOST_CLIENT_ENV,
     }.items():
         monkeypatch.setenv(name, value)
     unauthenticated = requests.get(
@@ -131,9 +132,9 @@ def test_training_dag_through_rest_then_prediction_from_serving(
         params={"max_results": 1}, timeout=30,
     )  # fmt: skip
     assert unauthenticated.status_code == 401
-    image = deploy.build_serving_image(deploy.DEFAULT_MODEL_URI)
-    stack.write_env(env_file, {"SERVING_IMAGE": image.tag})
-    stack.compose("--profile", "serving", "up", "-d", "serving", env_file=env_file,
+    image = model_image.build_serving_image(config.CHAMPION_MODEL_URI)
+    services_stack.write_env(env_file, {"SERVING_IMAGE": image.tag})
+    services_stack.compose("--profile", "serving", "up", "-d", "serving", env_file=env_file,
                   project=project)  # fmt: skip
     wait_for(lambda: healthy(docker_client, project, {"serving"}), 300, "the serving container")
     response = requests.post(
@@ -146,8 +147,8 @@ def test_training_dag_through_rest_then_prediction_from_serving(
 
 def test_down_leaves_nothing_behind(compose_stack, docker_client):
     project, _, env_file = compose_stack
-    stack.compose("--profile", "serving", "down", "-v", "--remove-orphans", env_file=env_file,
-                  project=project)  # fmt: skip
+    services_stack.compose("--profile", "serving", "down", "-v", "--remove-orphans",
+                           env_file=env_file, project=project)  # fmt: skip
     label = {"label": f"com.docker.compose.project={project}"}
     assert docker_client.containers.list(all=True, filters=label) == []
     assert docker_client.volumes.list(filters=label) == []

@@ -16,7 +16,7 @@ import pytest
 
 from custom_pyfunc import columns
 from steps.core import config, storage
-from steps.monitoring import loop
+from steps.orchestration import loop
 from tests.fixtures_airflow import DagRunResult
 
 TRAINING_DAG = "health_predict_training_hpo"

@@ -22,8 +22,9 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from steps import register, train
 from steps.core import config
+from steps.registry import registration
+from steps.training import trainer
 from tests.integration.conftest import AIRFLOW_COMPONENTS, LocalStack
 
 SERVICES = ("mlflow", *(f"airflow-{component}" for component in AIRFLOW_COMPONENTS))
@@ -119,11 +120,11 @@ def test_training_and_registration_against_the_stack(
     local_stack: LocalStack, stack_tracking: str, processed_data_uri: str
 ):
     started = time.monotonic()
-    train_run_id = train.train(
+    train_run_id = trainer.train(
         data_uri=processed_data_uri, families="logreg", trials_per_family=2, time_budget_s=300
     )
     champion_before = loop_champion(stack_tracking)
-    decision = register.register(train_run_id=train_run_id)
+    decision = registration.register(train_run_id=train_run_id)
     print(f"\ntrain + register against the local stack: {time.monotonic() - started:.1f} s")
 
     client = MlflowClient(tracking_uri=stack_tracking, registry_uri=stack_tracking)

@@ -35,9 +35,9 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from steps import train
-from steps.core import config
+from steps.core import config, tracking
 from steps.core.config import PROJECT_ROOT
+from steps.training import search
 
 pytestmark = pytest.mark.slow
 
@@ -248,9 +248,9 @@ def _mlflow_run_train(
         children = client.search_runs(
             [experiment.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"
         )
-        best = [r for r in children if r.data.tags.get(train.ROLE_TAG) == "family_best"]
+        best = [r for r in children if r.data.tags.get(tracking.ROLE_TAG) == "family_best"]
         for parent in children:
-            if parent.data.tags.get(train.ROLE_TAG) == "family_parent":
+            if parent.data.tags.get(tracking.ROLE_TAG) == "family_parent":
                 trials_found += client.search_runs(
                     [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
                 )
@@ -269,16 +269,16 @@ def test_trials_run_on_both_nodes_and_every_trial_is_logged(
     parent = MlflowClient(tracking_uri=mlflow_server_uri).get_run(result.training_run_id)
     assert parent.data.metrics["hpo_cpus"] == 2.0, "the search saw one node only"
     placement = sorted(
-        (t.info.start_time, t.data.tags[train.RAY_NODE_TAG][:8],
+        (t.info.start_time, t.data.tags[search.RAY_NODE_TAG][:8],
          t.info.end_time - t.info.start_time)
         for t in result.trials
     )  # fmt: skip
     print(f"trials (start ms, node, duration ms): {placement}")
-    trial_nodes = {t.data.tags[train.RAY_NODE_TAG] for t in result.trials}
+    trial_nodes = {t.data.tags[search.RAY_NODE_TAG] for t in result.trials}
     assert trial_nodes <= nodes
     assert len(trial_nodes) == 2, f"trials ran on one node only: {placement}"
     (best,) = result.family_best
-    assert best.data.tags[train.MODEL_URI_TAG]
+    assert best.data.tags[tracking.MODEL_URI_TAG]
 
     assert parent.data.params["ray_address"] == ray_cluster.address
     # The token is in no parameter, tag and no line of the run's output.
@@ -375,6 +375,6 @@ def test_search_survives_losing_a_worker_node(
         (t.info.run_name, t.info.status) for t in result.trials
     ]
     (head,) = ray_cluster.raylets()
-    assert {t.data.tags[train.RAY_NODE_TAG] for t in result.trials} >= {head}
+    assert {t.data.tags[search.RAY_NODE_TAG] for t in result.trials} >= {head}
     (best,) = result.family_best
-    assert best.data.tags[train.MODEL_URI_TAG]
+    assert best.data.tags[tracking.MODEL_URI_TAG]

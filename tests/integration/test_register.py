@@ -27,7 +27,8 @@ from custom_pyfunc import columns
 from steps import register
 from steps.core import config, tracking
 from steps.evaluation import gate
-from steps.monitoring import loop
+from steps.orchestration import loop
+from steps.registry import registration, versions
 
 MODEL_CODE = Path(__file__).with_name("score_rule_model.py")
 # Rule models: STRONG is the model that generated the labels, WEAK sees one of its two signals,
@@ -93,10 +94,10 @@ def log_training_run(families: dict[str, tuple[dict, float]]) -> tuple[str, dict
     config.ensure_experiment(config.TRAINING_EXPERIMENT)
     best_runs = {}
     with mlflow.start_run(run_name="training") as parent:
-        mlflow.set_tag(register.ROLE_TAG, "training")
+        mlflow.set_tag(tracking.ROLE_TAG, "training")
         for family, (model_config, val_roc_auc) in families.items():
             with mlflow.start_run(run_name=family, nested=True):
-                mlflow.set_tags({register.ROLE_TAG: "family_parent", register.FAMILY_TAG: family})
+                mlflow.set_tags({tracking.ROLE_TAG: "family_parent", tracking.FAMILY_TAG: family})
                 with mlflow.start_run(run_name=f"{family}-best", nested=True) as best:
                     info = mlflow.pyfunc.log_model(
                         name="model",
@@ -106,14 +107,14 @@ def log_training_run(families: dict[str, tuple[dict, float]]) -> tuple[str, dict
                     )
                     mlflow.set_tags(
                         {
-                            register.ROLE_TAG: "family_best",
-                            register.FAMILY_TAG: family,
-                            register.MODEL_URI_TAG: info.model_uri,
+                            tracking.ROLE_TAG: "family_best",
+                            tracking.FAMILY_TAG: family,
+                            tracking.MODEL_URI_TAG: info.model_uri,
                             "health_predict.data.initial_train_sha256": "ab" * 32,
                         }
                     )
                     mlflow.log_metrics(
-                        {register.SELECTION_METRIC: val_roc_auc, "test_brier": 0.1},
+                        {tracking.SELECTION_METRIC: val_roc_auc, "test_brier": 0.1},
                         model_id=info.model_id,
                     )
                     mlflow.log_params({"threshold": model_config["threshold"], "target": "30d"})
@@ -174,7 +175,7 @@ def _expected_auc(model_config: dict, eval_data_uri: str) -> float:
 
 
 def test_gate_promotes_on_floors_rejects_worse_and_promotes_better(backend, client, eval_data_uri):
-    first = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    first = registration.register(backend.training_runs["weak"], eval_data_uri, POLICY)
     assert first.promoted and first.champion_changed and first.action == "judged"
     assert first.source_run_id == backend.best_runs["weak"]
     assert _aliases(client) == {"champion": first.version, "challenger": first.version}
@@ -187,10 +188,10 @@ def test_gate_promotes_on_floors_rejects_worse_and_promotes_better(backend, clie
     )
     assert tags["eval_data_sha256"] == hashlib.sha256(Path(eval_data_uri).read_bytes()).hexdigest()
     assert tags["margin"] == "0.01"
-    assert tags[register.SOURCE_RUN_TAG] == backend.best_runs["weak"]
+    assert tags[tracking.SOURCE_RUN_TAG] == backend.best_runs["weak"]
 
     # Best on validation, useless on the evaluation data: registered, judged, not promoted.
-    second = register.register(backend.training_runs["noise"], eval_data_uri, POLICY)
+    second = registration.register(backend.training_runs["noise"], eval_data_uri, POLICY)
     assert not second.promoted and not second.champion_changed
     assert second.version != first.version
     assert _aliases(client) == {"champion": first.version, "challenger": second.version}
@@ -200,7 +201,7 @@ def test_gate_promotes_on_floors_rejects_worse_and_promotes_better(backend, clie
     assert float(tags["auc_difference_ci_high"]) < 0
     assert "not non-inferior" in tags["reason"] and "below the floor" in tags["reason"]
 
-    third = register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    third = registration.register(backend.training_runs["strong"], eval_data_uri, POLICY)
     assert third.promoted and third.champion_changed
     assert _aliases(client) == {
         "champion": third.version,
@@ -231,14 +232,14 @@ def test_gate_promotes_on_floors_rejects_worse_and_promotes_better(backend, clie
 
 
 def test_register_twice_creates_no_version_and_moves_no_alias(backend, client, eval_data_uri):
-    first = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    first = registration.register(backend.training_runs["weak"], eval_data_uri, POLICY)
     aliases, versions = _aliases(client), _versions(client)
-    again = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    again = registration.register(backend.training_runs["weak"], eval_data_uri, POLICY)
     assert again.version == first.version
     assert again.action == "already-decided" and again.promoted and not again.champion_changed
     assert _aliases(client) == aliases and _versions(client) == versions == [first.version]
     # Without a run id, the latest training run of the experiment is registered.
-    latest = register.register(None, eval_data_uri, POLICY)
+    latest = registration.register(None, eval_data_uri, POLICY)
     assert latest.train_run_id == backend.training_runs["strong"]
 
 
@@ -249,24 +250,24 @@ def test_crash_before_the_decision_or_before_the_aliases_is_repaired(
         raise RuntimeError("simulated crash")
 
     with monkeypatch.context() as patch:
-        patch.setattr(register, "_judge_and_record", crash)
+        patch.setattr(registration, "_judge_and_record", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+            registration.register(backend.training_runs["weak"], eval_data_uri, POLICY)
     [version] = _versions(client)
     assert "promoted" not in client.get_model_version(config.MODEL_NAME, version).tags
-    resumed = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    resumed = registration.register(backend.training_runs["weak"], eval_data_uri, POLICY)
     assert resumed.version == version and resumed.action == "judged" and resumed.promoted
 
     # Decision recorded, crash before the aliases move: the next call moves them.
     with monkeypatch.context() as patch:
-        patch.setattr(register, "promote", crash)
+        patch.setattr(registration, "promote", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
-    strong = register.find_version(client, backend.best_runs["strong"])
+            registration.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    strong = versions.find_version(client, backend.best_runs["strong"])
     strong_version = str(strong.version)
     assert strong.tags["promoted"] == "true"
     assert _aliases(client)["champion"] == version
-    repaired = register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    repaired = registration.register(backend.training_runs["strong"], eval_data_uri, POLICY)
     assert repaired.action == "repaired" and repaired.champion_changed
     assert repaired.version == strong_version
     assert _aliases(client)["champion"] == strong_version
@@ -279,25 +280,25 @@ def test_rollback_restores_the_previous_champion_and_is_not_undone_by_register(
 ):
     assert register.main(["--rollback"]) == 2  # nothing to roll back to yet
     assert "previous-champion" in capsys.readouterr().err
-    weak = register.register(backend.training_runs["weak"], eval_data_uri, POLICY)
-    strong = register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    weak = registration.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    strong = registration.register(backend.training_runs["strong"], eval_data_uri, POLICY)
     assert strong.promoted
 
-    result = register.rollback()
+    result = versions.rollback()
     assert (result.rolled_back_from, result.champion_version) == (strong.version, weak.version)
     assert _aliases(client)["champion"] == weak.version
     assert _aliases(client)["previous-champion"] == strong.version
     demoted = client.get_model_version(config.MODEL_NAME, strong.version)
-    assert demoted.tags[register.ROLLED_BACK_TAG] == "true"
+    assert demoted.tags[tracking.ROLLED_BACK_TAG] == "true"
 
-    again = register.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    again = registration.register(backend.training_runs["strong"], eval_data_uri, POLICY)
     assert again.action == "already-decided" and not again.champion_changed
     assert _aliases(client)["champion"] == weak.version
 
-    register.rollback()  # a second rollback undoes the first
+    versions.rollback()  # a second rollback undoes the first
     assert _aliases(client)["champion"] == strong.version
     restored = client.get_model_version(config.MODEL_NAME, strong.version)
-    assert register.ROLLED_BACK_TAG not in restored.tags
+    assert tracking.ROLLED_BACK_TAG not in restored.tags
 
 
 def test_registers_the_best_model_of_a_real_training_run(
@@ -308,7 +309,7 @@ def test_registers_the_best_model_of_a_real_training_run(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", session_stores["MLFLOW_TRACKING_URI"])
     monkeypatch.setattr(config, "MODEL_NAME", f"health-predict-{uuid.uuid4().hex[:12]}")
     try:
-        decision = register.register(trained_model.train_run_id)
+        decision = registration.register(trained_model.train_run_id)
         client = MlflowClient()
         assert decision.source_run_id == trained_model.best_run_id
         tags = client.get_model_version(config.MODEL_NAME, decision.version).tags
@@ -349,7 +350,7 @@ def _register_in_process(monkeypatch, eval_data_uri):
 
     def run_entry_point(entry_point, parameters, run_key=None, experiment=None):
         assert entry_point == "register"
-        result = register.register(parameters["train_run_id"], eval_data_uri, POLICY)
+        result = registration.register(parameters["train_run_id"], eval_data_uri, POLICY)
         return result.registry_run_id
 
     monkeypatch.setattr(tracking, "run_entry_point", run_entry_point)
@@ -362,14 +363,14 @@ def test_retry_after_a_kill_past_the_alias_move_still_deploys_the_promotion(
     first = loop.run_registration(backend.training_runs["weak"], eval_data_uri)
     assert first.champion_changed and first.champion_before is None
 
-    real_promote = register.promote
+    real_promote = versions.promote
 
     def promote_then_die(*args, **kwargs):
         real_promote(*args, **kwargs)
         raise KeyboardInterrupt("killed right after the champion alias moved")
 
     with monkeypatch.context() as patch:
-        patch.setattr(register, "promote", promote_then_die)
+        patch.setattr(registration, "promote", promote_then_die)
         with pytest.raises(KeyboardInterrupt):
             loop.run_registration(backend.training_runs["strong"], eval_data_uri)
     promoted = _aliases(client)["champion"]
@@ -379,7 +380,7 @@ def test_retry_after_a_kill_past_the_alias_move_still_deploys_the_promotion(
     assert retried.champion_changed
     assert (retried.champion_before, retried.champion_after) == (first.champion_after, promoted)
     # Once another version is champion, the old registration no longer asks for a deployment.
-    rolled_back = register.rollback()
+    rolled_back = versions.rollback()
     assert rolled_back.champion_version == first.champion_after
     stale = loop.registration_outcome(retried.train_run_id, retried.register_run_id)
     assert not stale.champion_changed

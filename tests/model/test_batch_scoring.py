@@ -23,8 +23,8 @@ import pytest
 import requests
 
 from custom_pyfunc import columns
-from steps import monitor
 from steps.core import config, storage
+from steps.monitoring import assess
 from tests.fixtures_serving import LOCAL_MAX_BATCH_ROWS
 
 pytestmark = pytest.mark.slow
@@ -134,7 +134,7 @@ def test_a_batch_reexported_by_pandas_is_not_drift(processed_data_uri, trained_m
     assert exported != payload  # "None" became empty cells
     batch_dir = storage.join(processed_data_uri, config.CURRENT_BATCH_DIR)
     summaries = [
-        monitor.assess(
+        assess.assess(
             storage.write_bytes(storage.join(batch_dir, name), content),
             model_uri=trained_model.model_uri,
         )[0]

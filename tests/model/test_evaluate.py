@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps.evaluation import evaluate, subgroups
+from steps.evaluation import calibration, evaluate, subgroups
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -15,8 +15,8 @@ def test_expected_calibration_error_is_zero_when_calibrated_and_large_when_not()
     rng = np.random.default_rng(0)
     probability = rng.uniform(0, 1, 200_000)
     outcomes = (rng.uniform(0, 1, probability.size) < probability).astype(int)
-    assert evaluate.expected_calibration_error(outcomes, probability) < 0.01
-    assert evaluate.expected_calibration_error(outcomes, probability / 2) == pytest.approx(
+    assert calibration.expected_calibration_error(outcomes, probability) < 0.01
+    assert calibration.expected_calibration_error(outcomes, probability / 2) == pytest.approx(
         0.25, abs=0.01
     )
 
@@ -57,10 +57,10 @@ def test_calibration_table_has_quantile_bins_and_gives_the_ece():
     rng = np.random.default_rng(3)
     probability = rng.uniform(0, 1, 10_000)
     outcomes = (rng.uniform(0, 1, probability.size) < probability / 2).astype(int)
-    table = evaluate.calibration_table(outcomes, probability)
+    table = calibration.calibration_table(outcomes, probability)
     assert len(table) == 10 and table["rows"].eq(1000).all()
     gap = (table["mean_predicted"] - table["observed_rate"]).abs().mean()
-    assert evaluate.expected_calibration_error(outcomes, probability) == pytest.approx(gap)
+    assert calibration.expected_calibration_error(outcomes, probability) == pytest.approx(gap)
 
 
 def test_labelled_rows_drop_death_and_hospice():

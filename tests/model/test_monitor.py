@@ -14,6 +14,7 @@ from custom_pyfunc.model import log_readmission_model
 from steps import monitor
 from steps.core import config, storage, tracking
 from steps.data import labelled
+from steps.monitoring import assess
 from steps.monitoring.decision import DRIFT_DETECTED, NO_DRIFT
 
 # Needs the session's trained model (real Ray Tune training): not part of make test-fast.
@@ -44,7 +45,7 @@ def no_drift_run(held_out, processed_data_uri, trained_model):
     batch = held_out.sample(BATCH_ROWS, replace=True, random_state=11).reset_index(drop=True)
     batch.loc[:2, "time_in_hospital"] = 40
     uri = _store(batch, processed_data_uri, "no_drift")
-    return batch, monitor.monitor(uri, model_uri=trained_model.model_uri)
+    return batch, assess.monitor(uri, model_uri=trained_model.model_uri)
 
 
 def test_no_drift_batch_is_not_flagged(no_drift_run):
@@ -71,7 +72,7 @@ def test_performance_leaves_out_the_patients_the_model_was_trained_on(
         [held_out.sample(1500, random_state=21), trained_on.sample(700, random_state=22)],
         ignore_index=True,
     )
-    summary = monitor.monitor(
+    summary = assess.monitor(
         _store(batch, processed_data_uri, "with_training_patients"),
         model_uri=trained_model.model_uri,
     )
@@ -114,7 +115,7 @@ def test_calibration_shift_is_detected(held_out, processed_data_uri, trained_mod
     batch = held_out.sample(BATCH_ROWS, replace=True, random_state=12).reset_index(drop=True)
     positives = np.flatnonzero((batch["readmitted"] == "<30").to_numpy())
     batch.loc[positives[: int(0.6 * len(positives))], "readmitted"] = ">30"
-    summary = monitor.monitor(
+    summary = assess.monitor(
         _store(batch, processed_data_uri, "calibration_shift"), model_uri=trained_model.model_uri
     )
     assert summary["decision"] == DRIFT_DETECTED
@@ -129,7 +130,7 @@ def test_performance_is_judged_on_the_matured_batch_not_the_new_one(
     positives = np.flatnonzero((matured["readmitted"] == "<30").to_numpy())
     matured.loc[positives[: int(0.6 * len(positives))], "readmitted"] = ">30"
     new = held_out.sample(BATCH_ROWS, replace=True, random_state=15).reset_index(drop=True)
-    summary = monitor.monitor(
+    summary = assess.monitor(
         _store(new.drop(columns=[columns.LABEL_COLUMN]), processed_data_uri, "new_inputs"),
         model_uri=trained_model.model_uri,
         labelled_uri=_store(matured, processed_data_uri, "matured_labels"),
@@ -164,13 +165,13 @@ def test_rerun_on_same_batch_keeps_every_run_and_replaces_reports(no_drift_run, 
     """Monitoring runs are the audit record: a rerun adds a run and deletes none; the report
     folder holds the newest run's reports only."""
     _, first = no_drift_run
-    second = monitor.monitor(first["batch_uri"], model_uri=trained_model.model_uri)
+    second = assess.monitor(first["batch_uri"], model_uri=trained_model.model_uri)
     assert second["report_uri"] == first["report_uri"]
     assert second["mlflow_run_id"] != first["mlflow_run_id"]
     experiment = mlflow.get_experiment_by_name(config.MONITORING_EXPERIMENT)
     runs = mlflow.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{monitor.BATCH_TAG}` = '{first['batch_sha256']}'",
+        filter_string=f"tags.`{assess.BATCH_TAG}` = '{first['batch_sha256']}'",
         output_format="list",
     )
     assert {run.info.run_id for run in runs} >= {first["mlflow_run_id"], second["mlflow_run_id"]}
@@ -193,7 +194,7 @@ def test_default_reference_is_what_the_champion_was_fitted_on(
         processed_data_uri,
         "frequent_inpatients",
     )
-    initial = monitor.monitor(batch_uri, model_uri=trained_model.model_uri)
+    initial = assess.monitor(batch_uri, model_uri=trained_model.model_uri)
     lineage = tracking.lineage_tags(trained_model.best_run_id)
     initial_train_uri = lineage[f"{tracking.DATA_TAG_PREFIX}initial_train_uri"]
     assert initial["reference_uri"] == initial_train_uri
@@ -213,7 +214,7 @@ def test_default_reference_is_what_the_champion_was_fitted_on(
     }
     with mlflow.start_run(run_name="retrained-on-frequent-inpatients", tags=tags):
         retrained_uri = log_readmission_model(predictor).model_uri
-    retrained = monitor.monitor(batch_uri, model_uri=retrained_uri)
+    retrained = assess.monitor(batch_uri, model_uri=retrained_uri)
     assert retrained["reference_uri"] == f"{initial_train_uri},{extra_uri}"
     shift = {name: s["column_drift"]["number_inpatient"]["score"] for name, s in
              (("initial", initial), ("retrained", retrained))}  # fmt: skip

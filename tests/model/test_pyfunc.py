@@ -10,25 +10,26 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns, features, model
-from steps import train
 from steps.core import config
 from steps.evaluation import evaluate
+from steps.training import data as training_data
+from steps.training import fitting
 from tests.fixtures_data import synthetic_encounters
 
 
-def _training_data(seed: int) -> train.TrainingData:
+def _training_data(seed: int) -> training_data.TrainingData:
     raw, frames, labels = {}, {}, {}
-    for offset, name in enumerate(train.SPLIT_FILES):
+    for offset, name in enumerate(training_data.SPLIT_FILES):
         raw[name], labels[name] = evaluate.labelled_rows(synthetic_encounters(500, seed + offset))
         frames[name] = features.engineer_features(features.clean_data(raw[name]))
-    return train.TrainingData(frames=frames, labels=labels, raw=raw)
+    return training_data.TrainingData(frames=frames, labels=labels, raw=raw)
 
 
 @pytest.fixture(scope="module")
 def synthetic_predictor():
     params = {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 10, "learning_rate": 0.1}
     alert_budget = config.project_defaults("train")["alert_budget"]
-    predictor, details = train.fit_family_best(
+    predictor, details = fitting.fit_family_best(
         "lightgbm", params, _training_data(11), seed=0, alert_budget=alert_budget
     )
     assert details["refit_time_s"] > 0

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from custom_pyfunc import columns
-from steps import train
-from steps.core import config, storage
+from steps.core import config, storage, tracking
+from steps.training import data as training_data
+from steps.training import trainer
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ def _children(run_id: str) -> list[mlflow.entities.Run]:
 
 
 def _role(run) -> str:
-    return run.data.tags.get(train.ROLE_TAG)
+    return run.data.tags.get(tracking.ROLE_TAG)
 
 
 def test_training_run_has_one_family_parent_with_trials_and_one_family_best_per_family(
@@ -46,7 +47,7 @@ def test_training_run_has_one_family_parent_with_trials_and_one_family_best_per_
     for family in trained_model.families:
         searches = [
             r for r in children
-            if _role(r) == "family_parent" and r.data.tags[train.FAMILY_TAG] == family
+            if _role(r) == "family_parent" and r.data.tags[tracking.FAMILY_TAG] == family
         ]  # fmt: skip
         assert len(searches) == 1, family
         trials = _children(searches[0].info.run_id)
@@ -57,7 +58,7 @@ def test_training_run_has_one_family_parent_with_trials_and_one_family_best_per_
             assert trial.data.params  # the sampled hyperparameters
             assert trial.info.end_time >= trial.info.start_time
         best = [r for r in children if _role(r) == "family_best"]
-        assert {r.data.tags[train.FAMILY_TAG] for r in best} == set(trained_model.families)
+        assert {r.data.tags[tracking.FAMILY_TAG] for r in best} == set(trained_model.families)
 
 
 def test_family_best_runs_carry_metrics_hashes_threshold_and_artifacts(
@@ -69,7 +70,7 @@ def test_family_best_runs_carry_metrics_hashes_threshold_and_artifacts(
         for metric in FAMILY_BEST_METRICS:
             assert metric in run.data.metrics, metric
         assert 0 < float(run.data.params["threshold"]) < 1
-        for name in train.SPLIT_FILES:
+        for name in training_data.SPLIT_FILES:
             tag = run.data.tags[f"health_predict.data.{name}_sha256"]
             assert tag == manifest["files"][name]["sha256"]
         artifacts = {
@@ -84,10 +85,10 @@ def test_family_best_runs_carry_metrics_hashes_threshold_and_artifacts(
         )
         assert set(subgroups["attribute"]) == {"race", "gender", "age_group"}
         assert subgroups.groupby("attribute")["rows"].sum().nunique() == 1  # same rows each
-        model_id = run.data.tags[train.MODEL_URI_TAG].removeprefix("models:/")
+        model_id = run.data.tags[tracking.MODEL_URI_TAG].removeprefix("models:/")
         linked = {(m.key, m.dataset_name) for m in mlflow.get_logged_model(model_id).metrics}
         assert {("val_roc_auc", "initial_validation"), ("test_roc_auc", "initial_test")} <= linked
-        assert {d.dataset.name for d in run.inputs.dataset_inputs} == set(train.SPLIT_FILES)
+        assert {d.dataset.name for d in run.inputs.dataset_inputs} == set(training_data.SPLIT_FILES)
 
 
 def test_best_model_scores_real_test_rows_like_its_logged_metric(trained_model, processed_data_uri):
@@ -111,7 +112,7 @@ def test_best_model_scores_real_test_rows_like_its_logged_metric(trained_model, 
 
 def test_unknown_family_is_refused_before_any_work():
     with pytest.raises(ValueError, match="unknown model families"):
-        train.train(families="logreg,deep_forest")
+        trainer.train(families="logreg,deep_forest")
 
 
 def test_threshold_flags_the_alert_budget_on_validation_and_family_is_chosen_on_raw_scores(
@@ -123,5 +124,5 @@ def test_threshold_flags_the_alert_budget_on_validation_and_family_is_chosen_on_
         # Isotonic plateaus can make the closest achievable share differ a little from the budget.
         assert run.data.metrics["val_flag_rate"] == pytest.approx(budget, abs=0.02)
         assert run.data.metrics["maxf1_threshold"] != float(run.data.params["threshold"])
-    best = max(runs, key=lambda r: r.data.metrics[train.SELECTION_METRIC])
+    best = max(runs, key=lambda r: r.data.metrics[tracking.SELECTION_METRIC])
     assert best.info.run_id == trained_model.best_run_id

@@ -36,6 +36,7 @@ import pandas as pd
 
 from custom_pyfunc import columns
 from steps.core import config, storage, tracking
+from steps.registry import versions
 
 LOOP_TAG_PREFIX = "health_predict.loop."
 RETRAINING_DATA_DIR = "monitoring_state/retraining_data"
@@ -343,7 +344,7 @@ def champion_version() -> str | None:
 
 def model_uri(version: str) -> str:
     """A registry URI pinned to one version (an alias may move while a batch is handled)."""
-    return f"models:/{config.MODEL_NAME}/{version}"
+    return config.model_version_uri(version)
 
 
 def run_training(
@@ -390,17 +391,15 @@ def registration_outcome(train_run_id: str, register_run_id: str) -> TrainingOut
     aliases moved in this attempt or in one that died afterwards; so a retry deploys what was
     promoted instead of comparing the alias with itself.
     """
-    from steps import register
-
     config.configure_mlflow()
     client = mlflow.MlflowClient()
     version = client.get_run(register_run_id).data.tags.get("model_version")
     champion_before = champion_after = champion_version()
     if version is not None and champion_after == version:
         tags = client.get_model_version(config.MODEL_NAME, version).tags
-        if tags.get(register.PROMOTED_TAG) == "true":
-            judged_against = tags.get(register.JUDGED_AGAINST_TAG, register.NO_VERSION)
-            champion_before = None if judged_against == register.NO_VERSION else judged_against
+        if tags.get(versions.PROMOTED_TAG) == "true":
+            judged_against = tags.get(versions.JUDGED_AGAINST_TAG, versions.NO_VERSION)
+            champion_before = None if judged_against == versions.NO_VERSION else judged_against
     return TrainingOutcome(
         train_run_id=train_run_id,
         register_run_id=register_run_id,

@@ -1,0 +1,191 @@
+"""The serving image of a model: the model pinned to its registry version, MLflow's generated
+Dockerfile hardened (non-root user, HEALTHCHECK on /ping, explicit workers, our nginx config,
+read-only root filesystem ready), built with a content-addressed tag."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from custom_pyfunc import validation
+from steps.core import config, tracking
+from steps.deployment import images
+
+NGINX_CONF = config.PROJECT_ROOT / "docker" / "serving" / "nginx.conf"
+
+
+APP_UID = 10001
+
+
+class DeployError(RuntimeError):
+    """The deployment stopped; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model URI pinned to a registry version (``version`` is None outside the registry)."""
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+
+    @property
+    def image_tag(self) -> str:
+        if self.version is None:
+            raise DeployError(f"{self.uri} is not a registered model version: cannot tag an image")
+        return f"v{self.version}"
+
+
+def resolve_model(model_uri: str) -> ResolvedModel:
+    """``models:/name@alias`` and ``models:/name/version`` pinned to their version; others as is."""
+    config.configure_mlflow()
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    if not match:
+        return ResolvedModel(uri=model_uri)
+    name, alias, version = match.groups()
+    try:
+        if alias:
+            version = tracking.alias_version(alias, name)
+            if version is None:
+                raise DeployError(
+                    f"cannot resolve {model_uri} in the registry at {config.tracking_uri()}: "
+                    f"no alias '{alias}' on model '{name}' (train and register a model first)"
+                )
+        else:
+            mlflow.MlflowClient().get_model_version(name, version)
+    except mlflow.exceptions.MlflowException as error:
+        raise DeployError(
+            f"cannot resolve {model_uri} in the registry at {config.tracking_uri()}: "
+            f"{error.message.splitlines()[0]} (train and register a model first)"
+        ) from None
+    return ResolvedModel(uri=f"models:/{name}/{version}", name=name, version=str(version))
+
+
+def harden_dockerfile(dockerfile: str, workers: int) -> str:
+    """MLflow's generated Dockerfile with our hardening inserted before its ENTRYPOINT.
+
+    ``FROM`` the ``BASE_IMAGE`` build argument (default: MLflow's choice, ``python:3.11-slim``);
+    pip reads ``PIP_NO_INDEX``/``PIP_FIND_LINKS`` build arguments when given (offline builds from
+    a wheelhouse); nginx and the OpenMP runtime (libgomp1, for the boosted families) are
+    installed only if the base lacks them. Replaces nginx's config with ours
+    (docker/serving/nginx.conf), links nginx's log and state folders to /tmp (the only writable
+    path under a read-only root filesystem), drops MLflow's world-writable chmod, runs as an
+    unprivileged user, pins the worker count and request limits, and adds a HEALTHCHECK on /ping.
+    """
+    head, entrypoint = dockerfile.rsplit("ENTRYPOINT", 1)
+    head = re.sub(
+        r"^FROM (\S+)\n",
+        r"ARG BASE_IMAGE=\1\n# checkov:skip=CKV_DOCKER_7: FROM is the BASE_IMAGE build argument, "
+        r"whose default (MLflow's choice) is a version tag\n"
+        r"FROM ${BASE_IMAGE}\nARG PIP_NO_INDEX\nARG PIP_FIND_LINKS\n"
+        r"ARG PIP_NO_CACHE_DIR=1\n",
+        head,
+        count=1,
+        flags=re.MULTILINE,
+    )
+    head = re.sub(
+        r"^RUN (apt-get -y update && apt-get install -y --no-install-recommends nginx)$",
+        r"RUN (command -v nginx >/dev/null && ldconfig -p | grep -q libgomp.so.1) "
+        r"|| (\1 libgomp1)",
+        head,
+        flags=re.MULTILINE,
+    )
+    head = re.sub(
+        r"# granting read/write access.*?RUN chmod o\+rwX /opt/mlflow/",
+        "# Hardened: nothing world-writable (MLflow opens /opt/mlflow for SageMaker Serverless).\n"
+        "RUN chmod -R o-w /opt/mlflow/",
+        head,
+        flags=re.DOTALL,
+    )
+    hardening = f"""# --- Health Predict hardening (written by steps/deploy.py) ---
+COPY nginx.conf /opt/health-predict/nginx.conf
+RUN cp /opt/health-predict/nginx.conf "$(python -c 'import pathlib, mlflow.models; \\
+print(pathlib.Path(mlflow.models.__file__).parent / "container/scoring_server/nginx.conf")')" \\
+ && groupadd --system --gid {APP_UID} app \\
+ && useradd --system --uid {APP_UID} --gid app --no-create-home --shell /usr/sbin/nologin app \\
+ && rm -rf /var/log/nginx /var/lib/nginx \\
+ && ln -s /tmp /var/log/nginx && ln -s /tmp /var/lib/nginx
+ENV MLFLOW_MODELS_WORKERS={workers} \\
+    MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT=30 \\
+    {validation.MAX_BATCH_ROWS_ENV}={validation.DEFAULT_MAX_BATCH_ROWS} \\
+    HOME=/tmp \\
+    PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1
+EXPOSE 8080
+USER {APP_UID}:{APP_UID}
+HEALTHCHECK --interval=10s --timeout=5s --start-period=180s --retries=3 \\
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=4)"]
+
+"""  # noqa: E501
+    return head + hardening + "ENTRYPOINT" + entrypoint
+
+
+def write_hardened_dockerfile(model_uri: str, output_dir: Path, workers: int) -> Path:
+    """``output_dir/Dockerfile`` (hardened) with the model and nginx config beside it.
+
+    Generated in a sibling temporary folder and moved into place only when complete.
+    """
+    output_dir = Path(output_dir).resolve()
+    partial = output_dir.with_name(f".{output_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(mlflow_cli.parent), os.environ.get("PATH", "")]),
+        "MLFLOW_TRACKING_URI": config.tracking_uri(),
+    }
+    command = [
+        str(mlflow_cli), "models", "generate-dockerfile", "-m", model_uri, "-d", str(partial),
+        "--env-manager", "local",
+    ]  # fmt: skip
+    generated = subprocess.run(command, env=env, capture_output=True, text=True)
+    if generated.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        last_line = (generated.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeployError(f"mlflow models generate-dockerfile failed: {last_line}")
+    dockerfile = partial / "Dockerfile"
+    dockerfile.write_text(harden_dockerfile(dockerfile.read_text(), workers))
+    shutil.copy(NGINX_CONF, partial / "nginx.conf")
+    shutil.rmtree(output_dir, ignore_errors=True)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial.rename(output_dir)
+    return output_dir / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class ServingImage:
+    """A built serving image: its content-addressed tag and id, and the model it serves."""
+
+    tag: str
+    id: str
+    model: ResolvedModel
+    dockerfile: Path
+
+
+def build_serving_image(
+    model_uri: str,
+    output_dir: str | Path = "build/serving",
+    workers: int = 2,
+    nocache: bool = False,
+) -> ServingImage:
+    """The hardened serving image of ``model_uri``, built unless the engine already has it.
+
+    The Dockerfile comes from ``mlflow models generate-dockerfile`` (hardened); the image holds
+    only the saved model and what its requirements name (see :mod:`steps.images`).
+    """
+    model = resolve_model(model_uri)
+    dockerfile = write_hardened_dockerfile(model.uri, Path(output_dir), workers)
+    client = images.engine()
+    model_dirs = [p.parent for p in (dockerfile.parent / "model_dir").rglob("requirements.txt")]
+    requirements = images.model_requirements(model_dirs[0]) if model_dirs else []
+    tag = images.build(
+        client, dockerfile.parent, images.SERVING_IMAGE_REPOSITORY, requirements, nocache=nocache
+    )
+    return ServingImage(tag=tag, id=client.images.get(tag).id, model=model, dockerfile=dockerfile)

@@ -1,0 +1,135 @@
+"""The image registry: ECR or any OCI registry host, its credentials, manifests and pushes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+
+from steps.deployment import images
+from steps.deployment.model_image import DeployError, ServingImage
+
+
+def check_aws(region: str) -> str | None:
+    """None if AWS credentials work (STS GetCallerIdentity), else how to provide them."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        boto3.Session(region_name=region).client("sts").get_caller_identity()
+    except (BotoCoreError, ClientError):
+        return (
+            "no usable AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, or run on the instance with the project's IAM role)"
+        )
+    return None
+
+
+ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Where images are pushed: ``host/repository``; ECR hosts get boto3-issued credentials."""
+
+    host: str
+    repository: str
+    aws_region: str = "us-east-1"
+
+    @property
+    def is_ecr(self) -> bool:
+        return ECR_HOST.match(self.host) is not None
+
+    @property
+    def image_repository(self) -> str:
+        return f"{self.host}/{self.repository}"
+
+    def _ecr(self):
+        import boto3
+
+        return boto3.Session(region_name=self.aws_region).client("ecr")
+
+    def auth_config(self) -> dict | None:
+        """Docker push credentials: a boto3 ECR token for ECR hosts, else the engine's own."""
+        if not self.is_ecr:
+            return None
+        token = self._ecr().get_authorization_token()["authorizationData"][0]
+        username, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
+        return {"username": username, "password": password}
+
+    def manifest(self, tag: str) -> tuple[str, dict] | None:
+        """(digest, manifest) of ``tag`` in the registry, None when the tag does not exist."""
+        if self.is_ecr:
+            found = self._ecr().batch_get_image(
+                repositoryName=self.repository,
+                imageIds=[{"imageTag": tag}],
+                acceptedMediaTypes=MANIFEST_TYPES.split(", "),
+            )["images"]
+            if not found:
+                return None
+            return found[0]["imageId"]["imageDigest"], json.loads(found[0]["imageManifest"])
+        import requests
+
+        scheme = "http" if self.host.split(":")[0] in ("127.0.0.1", "localhost") else "https"
+        url = f"{scheme}://{self.host}/v2/{self.repository}/manifests/{tag}"
+        response = requests.get(url, headers={"Accept": MANIFEST_TYPES}, timeout=30)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise DeployError(f"registry {self.host} answered {response.status_code} for {url}")
+        return response.headers["Docker-Content-Digest"], response.json()
+
+
+def resolve_registry(registry: str, repository: str, aws_region: str) -> Registry:
+    """``registry`` (a host, e.g. ``127.0.0.1:5000`` or an ECR host) or, when empty, the ECR
+    repository ``repository`` of the AWS account in use."""
+    if registry:
+        return Registry(registry.rstrip("/"), repository, aws_region)
+    import boto3
+
+    ecr = boto3.Session(region_name=aws_region).client("ecr")
+    uri = ecr.describe_repositories(repositoryNames=[repository])["repositories"][0][
+        "repositoryUri"
+    ]
+    host, name = uri.split("/", 1)
+    return Registry(host, name, aws_region)
+
+
+def push_image(image: ServingImage, registry: Registry, tag: str) -> str:
+    """Push ``image`` as ``<registry>/<repository>:<tag>``; returns ``repository@digest``.
+
+    Tags are immutable (as on ECR): when the tag already holds this image (same config digest)
+    the push is skipped; when it holds another image the deployment stops.
+    """
+    client = images.engine()
+    reference = f"{registry.image_repository}:{tag}"
+    existing = registry.manifest(tag)
+    if existing is not None:
+        digest, manifest = existing
+        if manifest.get("config", {}).get("digest") != image.id:
+            raise DeployError(
+                f"{reference} already holds another image ({digest}); tags are immutable: "
+                "register a new model version instead of overwriting this one"
+            )
+        images.log(f"{reference} already holds this image ({digest}): push skipped")
+        return f"{registry.image_repository}@{digest}"
+    client.images.get(image.tag).tag(registry.image_repository, tag)
+    digest = None
+    for line in client.images.push(
+        registry.image_repository, tag=tag, auth_config=registry.auth_config(),
+        stream=True, decode=True,
+    ):  # fmt: skip
+        if "error" in line:
+            raise DeployError(f"pushing {reference} failed: {line['error']}")
+        digest = line.get("aux", {}).get("Digest", digest)
+    if digest is None:
+        raise DeployError(f"pushing {reference} returned no digest")
+    images.log(f"pushed {reference} ({digest})")
+    return f"{registry.image_repository}@{digest}"

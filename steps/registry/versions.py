@@ -1,0 +1,155 @@
+"""Model Registry operations: versions by source run, decision tags, aliases and rollback."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+
+from steps.core import config, tracking
+from steps.core.tracking import MODEL_URI_TAG, STEP_TAG
+from steps.evaluation import gate, model_card
+from steps.registry.candidates import RegistrationError
+
+# Decision tags on the version; PROMOTED_TAG is written last and marks a finished decision.
+PROMOTED_TAG = "promoted"
+
+
+JUDGED_AGAINST_TAG = "champion_version"
+
+
+NO_VERSION = "none"
+
+
+def find_version(client: MlflowClient, source_run_id: str) -> ModelVersion | None:
+    """The version registered earlier from ``source_run_id`` (the lowest, if a race made two)."""
+    versions = client.search_model_versions(
+        f"name = '{config.MODEL_NAME}' and tags.`{tracking.SOURCE_RUN_TAG}` = '{source_run_id}'"
+    )
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def register_version(client: MlflowClient, source: Run, train_run_id: str) -> ModelVersion:
+    """The version for ``source``: found by its source-run tag, or registered now."""
+    source_run_id = source.info.run_id
+    if existing := find_version(client, source_run_id):
+        return existing
+    created = mlflow.register_model(
+        source.data.tags[MODEL_URI_TAG],
+        config.MODEL_NAME,
+        tags={tracking.SOURCE_RUN_TAG: source_run_id, tracking.TRAINING_RUN_TAG: train_run_id},
+    )
+    winner = find_version(client, source_run_id)
+    if winner is not None and str(winner.version) != str(created.version):
+        # A concurrent call registered the same run first: keep one version per source run.
+        client.delete_model_version(config.MODEL_NAME, created.version)
+        return winner
+    return created
+
+
+def _round(value: float | None) -> str:
+    return NO_VERSION if value is None else f"{value:.6f}"
+
+
+def decision_tags(
+    decision: gate.GateDecision,
+    evaluation: model_card.EvaluationSummary,
+    eval_data_uri: str,
+    champion: str | None,
+    registry_run_id: str,
+) -> dict[str, str]:
+    """The tags that explain a decision, ``promoted`` last (it marks the decision finished)."""
+    comparison, policy = decision.comparison, decision.policy
+    difference = comparison.difference
+    return {
+        "challenger_roc_auc": _round(comparison.challenger.estimate),
+        "challenger_roc_auc_ci_low": _round(comparison.challenger.low),
+        "challenger_roc_auc_ci_high": _round(comparison.challenger.high),
+        "champion_roc_auc": _round(comparison.champion.estimate if comparison.champion else None),
+        JUDGED_AGAINST_TAG: champion or NO_VERSION,
+        "auc_difference": _round(difference.estimate if difference else None),
+        "auc_difference_ci_low": _round(difference.low if difference else None),
+        "auc_difference_ci_high": _round(difference.high if difference else None),
+        "confidence": str(comparison.confidence),
+        "margin": str(policy.margin),
+        "auc_floor": str(policy.auc_floor),
+        "max_subgroup_recall_gap": str(policy.max_subgroup_recall_gap),
+        "subgroup_recall_gap": _round(decision.subgroup_recall_gap),
+        "worst_subgroup": decision.worst_subgroup or NO_VERSION,
+        "n_bootstrap": str(policy.n_bootstrap),
+        "bootstrap_seed": str(policy.seed),
+        "eval_data_sha256": evaluation.sha256,
+        "eval_data_uri": eval_data_uri,
+        "eval_rows": str(evaluation.rows),
+        "reason": decision.reason,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "registry_run_id": registry_run_id,
+        PROMOTED_TAG: str(decision.promote).lower(),
+    }
+
+
+def promote(client: MlflowClient, version: str, champion: str | None) -> bool:
+    """Point ``champion`` at ``version`` and ``previous-champion`` at the old one; True if moved."""
+    if champion == version:
+        return False
+    if champion is not None:
+        client.set_registered_model_alias(
+            config.MODEL_NAME, config.PREVIOUS_CHAMPION_ALIAS, champion
+        )
+    client.set_registered_model_alias(config.MODEL_NAME, config.CHAMPION_ALIAS, version)
+    return True
+
+
+def start_registry_run(name: str) -> mlflow.ActiveRun:
+    """A run in ``HealthPredict_Registry``, or the one ``mlflow run`` created (MLFLOW_RUN_ID)."""
+    config.ensure_experiment(config.REGISTRY_EXPERIMENT)
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return mlflow.start_run()
+    return mlflow.start_run(run_name=name)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """The champion before and after a rollback."""
+
+    rolled_back_from: str
+    champion_version: str
+
+    def verdict(self) -> str:
+        """One line for humans and logs."""
+        return (
+            f"{config.MODEL_NAME}: champion rolled back from v{self.rolled_back_from} "
+            f"to v{self.champion_version}"
+        )
+
+
+def rollback() -> RollbackResult:
+    """Point ``champion`` at ``previous-champion`` and ``previous-champion`` at the demoted one.
+
+    The demoted version is tagged ``health_predict.rolled_back=true`` so that ``register`` never
+    re-promotes it while repairing; a second rollback undoes the first.
+    """
+    client = tracking.mlflow_client()
+    previous = tracking.alias_version(config.PREVIOUS_CHAMPION_ALIAS)
+    current = tracking.alias_version(config.CHAMPION_ALIAS)
+    if previous is None:
+        raise RegistrationError(f"no '{config.PREVIOUS_CHAMPION_ALIAS}' alias to roll back to")
+    with start_registry_run("rollback"):
+        mlflow.set_tags({STEP_TAG: "rollback", "action": "rollback"})
+        client.set_registered_model_alias(config.MODEL_NAME, config.CHAMPION_ALIAS, previous)
+        client.delete_model_version_tag(config.MODEL_NAME, previous, tracking.ROLLED_BACK_TAG)
+        if current is not None and current != previous:
+            client.set_model_version_tag(
+                config.MODEL_NAME, current, tracking.ROLLED_BACK_TAG, "true"
+            )
+            client.set_registered_model_alias(
+                config.MODEL_NAME, config.PREVIOUS_CHAMPION_ALIAS, current
+            )
+        result = RollbackResult(rolled_back_from=current or NO_VERSION, champion_version=previous)
+        mlflow.set_tags({"rolled_back_from": result.rolled_back_from, "champion_version": previous})
+    return result
