@@ -1,1 +1,1 @@
-"""The raw dataset's contract."""
+"""The raw dataset: its contract, ingestion, the splits and the labelled datasets."""

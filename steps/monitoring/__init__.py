@@ -1,1 +1,1 @@
-"""Drift monitoring: inputs, scoring, Evidently reports, the decision rule and the loop."""
+"""Monitoring one batch: inputs, scoring, Evidently reports, CBPE and the decision rule."""
