@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from steps.orchestration import loop
-
 # Not steps.core.config (it imports mlflow): the DagBag check asserts parsing loads no such module.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = PROJECT_ROOT / "dags"
@@ -183,6 +181,8 @@ def _all_runs() -> set[tuple[str, str]]:
 
 def _crash_at_advance() -> None:
     """Make the loop's state advance kill this process, as a machine failure at that point would."""
+    # lazy: the DagBag check runs in this module and must load no MLflow.
+    from steps.orchestration import loop
 
     def killed(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
