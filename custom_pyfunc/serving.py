@@ -213,6 +213,7 @@ def read_request(data: bytes, content_type: str | None) -> pd.DataFrame:
 
 def invocations(data: bytes, content_type: str | None, model, input_schema=None):
     """Replacement for ``mlflow.pyfunc.scoring_server.invocations`` (same arguments and result)."""
+    # lazy: mlflow.pyfunc.scoring_server takes ~10 s to import; only a scoring server needs it
     from mlflow.pyfunc import scoring_server
 
     def answer(status: int, body: str) -> Any:
@@ -316,6 +317,7 @@ def install() -> None:
     """
     if "mlflow.pyfunc.scoring_server.app" not in sys.modules:
         return
+    # lazy: already loaded by the scoring server (checked above); a top-level import costs ~10 s
     from fastapi import FastAPI
     from mlflow.pyfunc import scoring_server
 

@@ -105,6 +105,7 @@ def _params() -> dict:
 
 def _loop_and_batch(params: dict, loop_id: str, batch: dict):
     """The stored loop state (checked to be the run's loop) and the batch as loop objects."""
+    # lazy: the loop imports MLflow (~7 s), which the DAG file must not load at parse time
     from steps.orchestration import loop
 
     state = loop.load_state(params["data_uri"] or None)
@@ -114,6 +115,7 @@ def _loop_and_batch(params: dict, loop_id: str, batch: dict):
 
 
 def _training_options(params: dict) -> dict:
+    # lazy: config imports MLflow (~7 s), which the DAG file must not load at parse time
     from steps.core import config
 
     defaults = config.project_defaults("simulate")

@@ -8,6 +8,7 @@ that is not the dataset at all stops with a one-line :class:`DatasetError`.
 """
 
 from __future__ import annotations
+
 import csv
 import hashlib
 import io
@@ -15,31 +16,29 @@ import logging
 import sys
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import PurePosixPath
+
 import mlflow
 import pandas as pd
 import requests
+
 from custom_pyfunc import columns
 from steps.core import config, storage
+from steps.core.tracking import DATA_TAG_PREFIX, STEP_TAG
 from steps.data import schema
 
-
 logger = logging.getLogger(__name__)
-
 
 
 DOWNLOAD_TIMEOUT_S = (10, 120)  # connect, read
 
 
-
 ZIP_MAGIC = b"PK\x03\x04"
-
 
 
 class DatasetError(ValueError):
     """The raw source is not the diabetes dataset (empty, not CSV, wrong columns, broken zip)."""
-
 
 
 @dataclass(frozen=True)
@@ -58,13 +57,11 @@ class IngestResult:
     reason_counts: dict[str, int]
 
 
-
 def source_kind(source: str) -> str:
     """``url``, ``s3`` or ``file``: how :func:`read_source` will fetch ``source``."""
     if source.startswith(("http://", "https://")):
         return "url"
     return "s3" if storage.is_s3(source) else "file"
-
 
 
 def read_source(source: str) -> bytes:
@@ -81,7 +78,6 @@ def read_source(source: str) -> bytes:
         return storage.read_bytes(source)
     except storage.StorageError as exc:
         raise DatasetError(f"no dataset file at {source}") from exc
-
 
 
 def extract_csv(payload: bytes) -> tuple[bytes, str]:
@@ -106,9 +102,7 @@ def extract_csv(payload: bytes) -> tuple[bytes, str]:
         raise DatasetError("the zip is corrupt or truncated") from exc
 
 
-
 LONG_ROW_REASON = "row: more fields than the header"
-
 
 
 def _read_text_rows(csv_bytes: bytes) -> tuple[pd.DataFrame, dict[int, int]]:
@@ -131,7 +125,6 @@ def _read_text_rows(csv_bytes: bytes) -> tuple[pd.DataFrame, dict[int, int]]:
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     missing = frame.isin([columns.MISSING_MARKER, ""])
     return frame.mask(missing).astype(object), long_rows
-
 
 
 def parse_csv_text(csv_bytes: bytes) -> tuple[pd.DataFrame, dict[int, int]]:
@@ -177,7 +170,6 @@ def parse_csv_text(csv_bytes: bytes) -> tuple[pd.DataFrame, dict[int, int]]:
     return frame[list(columns.RAW_COLUMNS)], long_rows
 
 
-
 def _validate(text_frame: pd.DataFrame, long_rows: dict[int, int]) -> schema.ValidationResult:
     """Schema validation, with the rows that had too many fields rejected as well."""
     kept = text_frame.drop(index=list(long_rows))
@@ -200,7 +192,6 @@ def _validate(text_frame: pd.DataFrame, long_rows: dict[int, int]) -> schema.Val
     )
 
 
-
 def warn_on_checksum(sha256: str) -> bool:
     """True when ``sha256`` is the published one; otherwise warn loudly on the log and stderr."""
     if sha256 == config.RAW_CSV_SHA256:
@@ -214,7 +205,6 @@ def warn_on_checksum(sha256: str) -> bool:
     return False
 
 
-
 def _refuse_silent_replacement(
     raw_table_uri: str, sha256_matches: bool, replace_raw_table: bool
 ) -> None:
@@ -226,6 +216,72 @@ def _refuse_silent_replacement(
             "to replace it"
         )
 
+
+def _summary(
+    source: dict[str, str],
+    source_sha256: str,
+    source_rows: int,
+    validation: schema.ValidationResult,
+    raw_table_bytes: bytes,
+    quarantine_bytes: bytes,
+) -> dict:
+    """``ingest_summary.json``: the source, checksums and row counts (no row's values)."""
+    return {
+        **source,
+        "source_sha256": source_sha256,
+        "expected_sha256": config.RAW_CSV_SHA256,
+        "sha256_matches": source_sha256 == config.RAW_CSV_SHA256,
+        "raw_table_sha256": hashlib.sha256(raw_table_bytes).hexdigest(),
+        "quarantine_sha256": hashlib.sha256(quarantine_bytes).hexdigest(),
+        "source_rows": source_rows,
+        "clean_rows": len(validation.valid),
+        "quarantined_rows": len(validation.rejected),
+        "quarantine_reasons": validation.reason_counts,
+    }
+
+
+def _store(root: str, quarantine_bytes: bytes, raw_table_bytes: bytes, summary: dict) -> None:
+    """Write the quarantine file, the raw table and the summary, each atomically.
+
+    Called only once every output is computed; the summary goes last and names the sha256 of
+    the other two, so a write cut short is detectable.
+    """
+    quarantine_uri = storage.join(root, config.QUARANTINE_KEY)
+    storage.write_bytes(quarantine_uri, quarantine_bytes)
+    storage.write_bytes(storage.join(root, config.RAW_DATA_KEY), raw_table_bytes)
+    storage.write_json(summary, storage.join(root, config.INGEST_SUMMARY_KEY))
+    if summary["quarantined_rows"]:
+        logger.warning(
+            "%d of %d rows failed validation and were quarantined in %s",
+            summary["quarantined_rows"],
+            summary["source_rows"],
+            quarantine_uri,
+        )
+
+
+def _log_ingest(summary: dict, root: str) -> str:
+    """Log the ingest run (tags, params, row counts, the summary); its run id.
+
+    Counts per column-and-problem only: the quarantined rows themselves stay in the store.
+    """
+    config.ensure_experiment(config.DATA_EXPERIMENT)
+    with mlflow.start_run() as run:
+        mlflow.set_tags(
+            {STEP_TAG: "ingest", f"{DATA_TAG_PREFIX}raw_sha256": summary["source_sha256"]}
+        )
+        params = ("source", "source_kind", "container", "source_sha256", "sha256_matches")
+        mlflow.log_params(
+            {
+                **{name: summary[name] for name in params},
+                "raw_table_sha256": summary["raw_table_sha256"],
+                "data_store_uri": root,
+            }
+        )
+        mlflow.log_metrics(
+            {name: summary[name] for name in ("source_rows", "clean_rows", "quarantined_rows")}
+        )
+        mlflow.log_dict(summary, "ingest_summary.json")
+    return run.info.run_id
 
 
 def ingest(raw_data: str = "", data_uri: str = "", replace_raw_table: bool = False) -> IngestResult:
@@ -257,60 +313,22 @@ def ingest(raw_data: str = "", data_uri: str = "", replace_raw_table: bool = Fal
     _refuse_silent_replacement(raw_table_uri, sha256_matches, replace_raw_table)
     raw_table_bytes = columns.to_raw_csv_bytes(validation.valid)
     quarantine_bytes = columns.to_raw_csv_bytes(rejected)
-    summary = {
-        "source": source,
-        "source_kind": kind,
-        "container": container,
-        "source_sha256": source_sha256,
-        "expected_sha256": config.RAW_CSV_SHA256,
-        "sha256_matches": sha256_matches,
-        "raw_table_sha256": hashlib.sha256(raw_table_bytes).hexdigest(),
-        "quarantine_sha256": hashlib.sha256(quarantine_bytes).hexdigest(),
-        "source_rows": len(text_frame),
-        "clean_rows": len(validation.valid),
-        "quarantined_rows": len(rejected),
-        "quarantine_reasons": validation.reason_counts,
-    }
-    # Only now, with every output computed, is anything written: each object atomically, the
-    # summary last; it names the sha256 of the other two, so a write cut short is detectable.
-    storage.write_bytes(quarantine_uri, quarantine_bytes)
-    storage.write_bytes(raw_table_uri, raw_table_bytes)
-    storage.write_json(summary, storage.join(root, config.INGEST_SUMMARY_KEY))
-    if len(rejected):
-        logger.warning(
-            "%d of %d rows failed validation and were quarantined in %s",
-            len(rejected),
-            len(text_frame),
-            quarantine_uri,
-        )
+    summary = _summary(
+        {"source": source, "source_kind": kind, "container": container},
+        source_sha256,
+        len(text_frame),
+        validation,
+        raw_table_bytes,
+        quarantine_bytes,
+    )
+    _store(root, quarantine_bytes, raw_table_bytes, summary)
 
-    config.ensure_experiment(config.DATA_EXPERIMENT)
-    with mlflow.start_run() as run:
-        mlflow.set_tags(
-            {"health_predict.step": "ingest", "health_predict.data.raw_sha256": source_sha256}
-        )
-        mlflow.log_params(
-            {
-                "source": source,
-                "source_kind": kind,
-                "container": container,
-                "source_sha256": source_sha256,
-                "sha256_matches": sha256_matches,
-                "raw_table_sha256": summary["raw_table_sha256"],
-                "data_store_uri": root,
-            }
-        )
-        mlflow.log_metrics(
-            {name: summary[name] for name in ("source_rows", "clean_rows", "quarantined_rows")}
-        )
-        # Counts per column-and-problem only: the quarantined rows themselves stay in the store.
-        mlflow.log_dict(summary, "ingest_summary.json")
-
+    run_id = _log_ingest(summary, root)
     logger.info(
         "stored %d rows at %s (%d quarantined)", len(validation.valid), raw_table_uri, len(rejected)
     )
     return IngestResult(
-        run_id=run.info.run_id,
+        run_id=run_id,
         raw_table_uri=raw_table_uri,
         quarantine_uri=quarantine_uri,
         source_kind=f"{kind}:{container}",

@@ -6,21 +6,22 @@ original order, replayed later as new batches. Same input and seed give byte-ide
 """
 
 from __future__ import annotations
+
 import hashlib
 import logging
-import sys
 from dataclasses import dataclass
+
 import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
+
 from custom_pyfunc import columns
 from steps.core import config, storage
+from steps.core.tracking import DATA_TAG_PREFIX, STEP_TAG
 from steps.data import labelled
 
-
 logger = logging.getLogger(__name__)
-
 
 
 SPLIT_KEYS = {
@@ -31,19 +32,15 @@ SPLIT_KEYS = {
 }
 
 
-
 # 20 patient folds of 5% each: 14 train, 3 validation, 3 test = 70/15/15.
 FOLDS_PER_SPLIT = {"initial_train": 14, "initial_validation": 3, "initial_test": 3}
-
 
 
 STRATIFY_TARGET = "30d"
 
 
-
 class SplitError(ValueError):
     """The raw table cannot be split (missing, inconsistent with ingest, or too small)."""
-
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,6 @@ class SplitFile:
     positive_rate: float
 
 
-
 @dataclass(frozen=True)
 class SplitResult:
     """The four processed files, their manifest, and the MLflow run that logged them."""
@@ -71,7 +67,6 @@ class SplitResult:
     def uri(self, name: str) -> str:
         """Location of the processed file ``name`` (e.g. ``initial_train``)."""
         return self.files[name].uri
-
 
 
 def assign_patient_splits(initial: pd.DataFrame, seed: int) -> pd.Series:
@@ -102,7 +97,6 @@ def assign_patient_splits(initial: pd.DataFrame, seed: int) -> pd.Series:
     return initial["patient_nbr"].map(split_of_patient)
 
 
-
 def split_frames(raw: pd.DataFrame, initial_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
     """The four processed tables, each in original file order."""
     if not 0 < initial_fraction < 1:
@@ -115,7 +109,6 @@ def split_frames(raw: pd.DataFrame, initial_fraction: float, seed: int) -> dict[
     return frames
 
 
-
 def _check_partition(frames: dict[str, pd.DataFrame], n_raw: int) -> None:
     """Fail loudly unless the files partition the raw table and no patient spans two splits."""
     initial_names = list(FOLDS_PER_SPLIT)
@@ -126,7 +119,6 @@ def _check_partition(frames: dict[str, pd.DataFrame], n_raw: int) -> None:
         for second in patients[i + 1 :]:
             if first & second:
                 raise AssertionError("a patient appears in two of train/validation/test")
-
 
 
 def _ingest_counts(root: str, n_raw: int) -> dict[str, int]:
@@ -144,10 +136,8 @@ def _ingest_counts(root: str, n_raw: int) -> dict[str, int]:
     return {name: int(summary[name]) for name in ("source_rows", "quarantined_rows")}
 
 
-
-def split(data_uri: str = "", initial_fraction: float = 0.2, seed: int = 42) -> SplitResult:
-    """Write the four processed files and ``manifest.json``; log hashes and counts to MLflow."""
-    root = data_uri or config.data_uri()
+def _read_raw(root: str) -> tuple[bytes, pd.DataFrame]:
+    """The stored raw table: its bytes and its rows (checked to have the dataset's columns)."""
     raw_uri = storage.join(root, config.RAW_DATA_KEY)
     try:
         raw_bytes = storage.read_bytes(raw_uri)
@@ -156,21 +146,26 @@ def split(data_uri: str = "", initial_fraction: float = 0.2, seed: int = 42) -> 
     raw = columns.read_encounters_csv(raw_bytes)
     if tuple(raw.columns) != columns.RAW_COLUMNS:
         raise SplitError(f"the raw table at {raw_uri} does not have the dataset's columns")
+    return raw_bytes, raw
 
-    frames = split_frames(raw, initial_fraction, seed)
-    _check_partition(frames, len(raw))
-    counts = _ingest_counts(root, len(raw))
+
+def _row_accounting(root: str, n_raw: int, n_future: int) -> dict[str, int]:
+    """Source, quarantined, raw-table, initial and future row counts (checked to add up)."""
     accounting = {
-        **counts,
-        "raw_table_rows": len(raw),
-        "initial_rows": len(raw) - len(frames["future_data"]),
-        "future_rows": len(frames["future_data"]),
+        **_ingest_counts(root, n_raw),
+        "raw_table_rows": n_raw,
+        "initial_rows": n_raw - n_future,
+        "future_rows": n_future,
     }
     if accounting["source_rows"] != (
         accounting["quarantined_rows"] + accounting["initial_rows"] + accounting["future_rows"]
     ):
         raise AssertionError("row accounting failed: source != quarantined + initial + future")
+    return accounting
 
+
+def _write_files(root: str, frames: dict[str, pd.DataFrame]) -> dict[str, SplitFile]:
+    """Write each split file in the raw CSV format; their locations, hashes and counts."""
     files: dict[str, SplitFile] = {}
     for name, frame in frames.items():
         payload = columns.to_raw_csv_bytes(frame)
@@ -183,55 +178,73 @@ def split(data_uri: str = "", initial_fraction: float = 0.2, seed: int = 42) -> 
             positive_rate=round(float(columns.make_label(frame, STRATIFY_TARGET).mean()), 6),
         )
         logger.info("wrote %s: %d rows, sha256 %s", files[name].uri, len(frame), files[name].sha256)
+    return files
+
+
+def _manifest(run_id, seed, initial_fraction, raw_bytes, accounting, files) -> dict:
+    """What ``manifest.json`` records: the split's inputs, row accounting and files."""
+    return {
+        "split_run_id": run_id,
+        "seed": seed,
+        "initial_fraction": initial_fraction,
+        "stratify_target": STRATIFY_TARGET,
+        "raw_table_sha256": hashlib.sha256(raw_bytes).hexdigest(),
+        "row_accounting": accounting,
+        "files": {
+            name: {
+                "key": SPLIT_KEYS[name],
+                "sha256": entry.sha256,
+                "rows": entry.rows,
+                "patients": entry.patients,
+                "positive_rate": entry.positive_rate,
+            }
+            for name, entry in files.items()
+        },
+    }
+
+
+def _log_split(root: str, manifest: dict, files: dict[str, SplitFile]) -> None:
+    """Tags, params and metrics of the split run (names differ from the entry point's params,
+    which `mlflow run` logs as given)."""
+    mlflow.set_tags(
+        {
+            STEP_TAG: "split",
+            **{f"{DATA_TAG_PREFIX}{name}_sha256": entry.sha256 for name, entry in files.items()},
+        }
+    )
+    mlflow.log_params(
+        {
+            "data_store_uri": root,
+            "split_seed": manifest["seed"],
+            "split_initial_fraction": manifest["initial_fraction"],
+            "stratify_target": STRATIFY_TARGET,
+            "raw_table_sha256": manifest["raw_table_sha256"],
+            **{f"{name}_sha256": entry.sha256 for name, entry in files.items()},
+        }
+    )
+    mlflow.log_metrics(
+        {
+            **{name: float(value) for name, value in manifest["row_accounting"].items()},
+            **{f"{name}_rows": entry.rows for name, entry in files.items()},
+            **{f"{name}_patients": entry.patients for name, entry in files.items()},
+            **{f"{name}_positive_rate": entry.positive_rate for name, entry in files.items()},
+        }
+    )
+
+
+def split(data_uri: str = "", initial_fraction: float = 0.2, seed: int = 42) -> SplitResult:
+    """Write the four processed files and ``manifest.json``; log hashes and counts to MLflow."""
+    root = data_uri or config.data_uri()
+    raw_bytes, raw = _read_raw(root)
+    frames = split_frames(raw, initial_fraction, seed)
+    _check_partition(frames, len(raw))
+    accounting = _row_accounting(root, len(raw), len(frames["future_data"]))
+    files = _write_files(root, frames)
 
     config.ensure_experiment(config.DATA_EXPERIMENT)
-    # Parameter names differ from the entry point's, which `mlflow run` logs as given.
     with mlflow.start_run() as run:
-        manifest = {
-            "split_run_id": run.info.run_id,
-            "seed": seed,
-            "initial_fraction": initial_fraction,
-            "stratify_target": STRATIFY_TARGET,
-            "raw_table_sha256": hashlib.sha256(raw_bytes).hexdigest(),
-            "row_accounting": accounting,
-            "files": {
-                name: {
-                    "key": SPLIT_KEYS[name],
-                    "sha256": entry.sha256,
-                    "rows": entry.rows,
-                    "patients": entry.patients,
-                    "positive_rate": entry.positive_rate,
-                }
-                for name, entry in files.items()
-            },
-        }
-        mlflow.set_tags(
-            {
-                "health_predict.step": "split",
-                **{
-                    f"health_predict.data.{name}_sha256": entry.sha256
-                    for name, entry in files.items()
-                },
-            }
-        )
-        mlflow.log_params(
-            {
-                "data_store_uri": root,
-                "split_seed": seed,
-                "split_initial_fraction": initial_fraction,
-                "stratify_target": STRATIFY_TARGET,
-                "raw_table_sha256": manifest["raw_table_sha256"],
-                **{f"{name}_sha256": entry.sha256 for name, entry in files.items()},
-            }
-        )
-        mlflow.log_metrics(
-            {
-                **{name: float(value) for name, value in accounting.items()},
-                **{f"{name}_rows": entry.rows for name, entry in files.items()},
-                **{f"{name}_patients": entry.patients for name, entry in files.items()},
-                **{f"{name}_positive_rate": entry.positive_rate for name, entry in files.items()},
-            }
-        )
+        manifest = _manifest(run.info.run_id, seed, initial_fraction, raw_bytes, accounting, files)
+        _log_split(root, manifest, files)
         for name, frame in frames.items():
             labelled.log_dataset(frame, name, files[name].uri, files[name].sha256)
         mlflow.log_dict(manifest, "manifest.json")

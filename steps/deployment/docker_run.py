@@ -10,6 +10,7 @@ from steps.deployment.model_image import DeployError
 
 def check_docker() -> str | None:
     """None if a Docker engine answers, else what is missing and how to provide it."""
+    # lazy: the docker SDK (~0.5 s to import) is needed only for the `local` target
     import docker
 
     try:

@@ -33,6 +33,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
 from steps.core import config
 
 PUBLIC_BASE_IMAGE = "python:3.11-slim"
@@ -88,6 +90,7 @@ def log(message: str) -> None:
 
 def engine():
     """A Docker client for the engine in the environment (DOCKER_HOST or the local socket)."""
+    # lazy: the docker SDK (~0.5 s to import) is needed only when images are built
     import docker
 
     try:
@@ -100,6 +103,7 @@ def engine():
 
 def image_exists(client, reference: str) -> bool:
     """Whether the engine holds an image called ``reference``."""
+    # lazy: the docker SDK (~0.5 s to import) is needed only when images are built
     import docker
 
     try:
@@ -341,8 +345,6 @@ def build(
 def model_requirements(model_dir: Path) -> list[str]:
     """What the serving image pip-installs for a saved model: the build dependencies of its
     ``python_env.yaml``, its ``requirements.txt``, MLflow and the server's extras."""
-    import yaml
-
     python_env = yaml.safe_load((model_dir / "python_env.yaml").read_text())
     lines = (model_dir / "requirements.txt").read_text().splitlines()
     wanted = [line.strip() for line in lines if line.strip() and not line.startswith("#")]

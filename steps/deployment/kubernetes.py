@@ -9,6 +9,7 @@ from steps.deployment.model_image import DeployError
 
 def check_cluster(namespace: str, deployment: str) -> str | None:
     """None if a cluster is configured and holds the Deployment, else how to get there."""
+    # lazy: the kubernetes client takes ~1.7 s to import; only the `k8s` target needs it
     from kubernetes import client
     from kubernetes import config as kube_config
     from kubernetes.client.exceptions import ApiException

@@ -7,12 +7,15 @@ import json
 import re
 from dataclasses import dataclass
 
+import requests
+
 from steps.deployment import images
 from steps.deployment.model_image import DeployError, ServingImage
 
 
 def check_aws(region: str) -> str | None:
     """None if AWS credentials work (STS GetCallerIdentity), else how to provide them."""
+    # lazy: boto3 takes ~0.8 s to import; only an ECR registry needs it
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -52,6 +55,7 @@ class Registry:
         return f"{self.host}/{self.repository}"
 
     def _ecr(self):
+        # lazy: boto3 takes ~0.8 s to import; only an ECR registry needs it
         import boto3
 
         return boto3.Session(region_name=self.aws_region).client("ecr")
@@ -75,8 +79,6 @@ class Registry:
             if not found:
                 return None
             return found[0]["imageId"]["imageDigest"], json.loads(found[0]["imageManifest"])
-        import requests
-
         scheme = "http" if self.host.split(":")[0] in ("127.0.0.1", "localhost") else "https"
         url = f"{scheme}://{self.host}/v2/{self.repository}/manifests/{tag}"
         response = requests.get(url, headers={"Accept": MANIFEST_TYPES}, timeout=30)
@@ -92,6 +94,7 @@ def resolve_registry(registry: str, repository: str, aws_region: str) -> Registr
     repository ``repository`` of the AWS account in use."""
     if registry:
         return Registry(registry.rstrip("/"), repository, aws_region)
+    # lazy: boto3 takes ~0.8 s to import; only an ECR registry needs it
     import boto3
 
     ecr = boto3.Session(region_name=aws_region).client("ecr")

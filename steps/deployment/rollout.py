@@ -154,6 +154,7 @@ def _deploy_k8s(
             f"built {image.tag} and pushed it as {reference} ({pushed}); stopped at the "
             f"cluster step, nothing rolled out: {cluster_problem}"
         )
+    # lazy: the kubernetes client takes ~1.7 s to import; only the `k8s` target needs it
     from kubernetes import client
 
     roll_out(client.AppsV1Api(), namespace, deployment, reference, rollout_timeout_s)

@@ -146,6 +146,7 @@ def smoke_test(base_url: str, payload: dict, timeout_s: float = 30.0) -> list[di
 
 def serving_input_example(model_uri: str) -> dict:
     """The request body MLflow saved with the model (``serving_input_example.json``)."""
+    # lazy: mlflow takes ~7 s to import; serving and smoke-testing a model do not need it
     import mlflow
 
     config.configure_mlflow()

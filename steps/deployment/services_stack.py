@@ -18,8 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from steps import images
 from steps.core import config
+from steps.deployment.images import ImageError
 
 COMPOSE_FILE = config.PROJECT_ROOT / "docker-compose.yml"
 
@@ -70,7 +70,7 @@ def compose_command() -> list[str]:
     standalone = shutil.which("docker-compose")
     if standalone:
         return [standalone]
-    raise images.ImageError("neither `docker compose` nor `docker-compose` is installed")
+    raise ImageError("neither `docker compose` nor `docker-compose` is installed")
 
 
 def read_env(path: Path) -> dict[str, str]:

@@ -143,11 +143,12 @@ def paired_bootstrap(
     n_resamples: int,
     seed: int,
     confidence: float,
-) -> scipy.stats._resampling.BootstrapResult:
-    """``scipy.stats.bootstrap`` over rows (every array in ``data`` resampled with the same rows),
-    percentile intervals; ``statistic(*arrays, axis)`` returns one value per output and resample.
-    The same ``(rows, n_resamples, seed)`` give the same resamples, whatever the statistic."""
-    return scipy.stats.bootstrap(
+) -> np.ndarray:
+    """The bootstrap distribution (outputs x resamples) of ``scipy.stats.bootstrap`` over rows
+    (every array in ``data`` resampled with the same rows, percentile method);
+    ``statistic(*arrays, axis)`` returns one value per output and resample. The same
+    ``(rows, n_resamples, seed)`` give the same resamples, whatever the statistic."""
+    result = scipy.stats.bootstrap(
         data,
         statistic,
         n_resamples=n_resamples,
@@ -158,6 +159,7 @@ def paired_bootstrap(
         batch=max(1, _BATCH_CELLS // max(len(data[0]), 1)),
         rng=np.random.default_rng(seed),
     )
+    return result.bootstrap_distribution
 
 
 def _interval(estimate: float, samples: np.ndarray, confidence: float) -> Interval:
@@ -199,7 +201,6 @@ def compare_auc(
 
     data = (labels, *(ranks for ranks, _ in ranked))
     resampled = paired_bootstrap(data, statistic, n_resamples, seed, confidence)
-    resampled = resampled.bootstrap_distribution
     estimates = [roc_auc(labels, scores) for scores in models]
     valid = int(np.isfinite(resampled[0]).sum())
     challenger = _interval(estimates[0], resampled[0], confidence)
@@ -252,10 +253,64 @@ def bootstrap_metrics(
     data = (labels, probability, predicted, ranks)
     full = statistic(*data)[:, 0]
     resampled = paired_bootstrap(data, statistic, n_resamples, seed, confidence)
-    return {
-        name: _interval(full[i], resampled.bootstrap_distribution[i], confidence)
-        for i, name in enumerate(METRICS)
-    }
+    return {name: _interval(full[i], resampled[i], confidence) for i, name in enumerate(METRICS)}
+
+
+@dataclass(frozen=True)
+class _RecallGap:
+    """Overall recall, the per-subgroup table and the largest judged gap below it."""
+
+    overall_recall: float
+    subgroups: pd.DataFrame
+    gap: float
+    worst_name: str | None
+    worst_recall: float | None
+
+
+def _recall_gap(labels, prediction, probability, groups, min_positives: int) -> _RecallGap:
+    """Overall recall minus the lowest recall of a subgroup with enough positives."""
+    hits = np.asarray(prediction).astype(bool) & labels.astype(bool)
+    overall_recall = float(hits.sum() / labels.sum())
+    subgroups = subgroup_table(labels, probability, prediction, groups, min_positives)
+    judged = subgroups[subgroups["judged"]]
+    if not len(judged):
+        return _RecallGap(overall_recall, subgroups, 0.0, None, None)
+    worst = judged.loc[judged["recall"].idxmin()]
+    return _RecallGap(
+        overall_recall,
+        subgroups,
+        overall_recall - worst["recall"],
+        f"{worst['attribute']}={worst['group']}",
+        worst["recall"],
+    )
+
+
+def _failures(
+    comparison: AucComparison,
+    recall: _RecallGap,
+    identical: bool,
+    policy: GatePolicy,
+) -> list[str]:
+    """Why the challenger may not be promoted (empty: it may)."""
+    failures = []
+    auc, difference = comparison.challenger.estimate, comparison.difference
+    if auc < policy.auc_floor:
+        failures.append(f"ROC-AUC {auc:.4f} below the floor {policy.auc_floor:.4f}")
+    if recall.gap > policy.max_subgroup_recall_gap:
+        failures.append(
+            f"subgroup recall collapse: {recall.worst_name} recall {recall.worst_recall:.3f} is "
+            f"{recall.gap:.3f} below overall {recall.overall_recall:.3f} "
+            f"(max gap {policy.max_subgroup_recall_gap:.3f})"
+        )
+    if identical:
+        # A retrain that reproduced the champion would only cause a redeploy of the same model.
+        failures.append("identical predictions to the champion on the evaluation data")
+    if difference is not None and difference.low <= -policy.margin:
+        failures.append(
+            f"not non-inferior: lower {policy.confidence:.0%} bound of the AUC difference "
+            f"{difference.low:+.4f} does not clear -margin {-policy.margin:+.4f}"
+        )
+    return failures
 
 
 def judge(
@@ -277,41 +332,18 @@ def judge(
         seed=policy.seed,
         confidence=policy.confidence,
     )
-    hits = np.asarray(challenger_prediction).astype(bool) & labels.astype(bool)
-    overall_recall = float(hits.sum() / labels.sum())
-    subgroups = subgroup_table(
+    recall = _recall_gap(
         labels,
-        challenger_probability,
         challenger_prediction,
+        challenger_probability,
         groups,
         policy.min_subgroup_positives,
     )
-    judged = subgroups[subgroups["judged"]]
-    worst = judged.loc[judged["recall"].idxmin()] if len(judged) else None
-    gap = overall_recall - worst["recall"] if worst is not None else 0.0
-    worst_name = f"{worst['attribute']}={worst['group']}" if worst is not None else None
-
-    failures = []
-    auc = comparison.challenger.estimate
-    if auc < policy.auc_floor:
-        failures.append(f"ROC-AUC {auc:.4f} below the floor {policy.auc_floor:.4f}")
-    if gap > policy.max_subgroup_recall_gap:
-        failures.append(
-            f"subgroup recall collapse: {worst_name} recall {worst['recall']:.3f} is {gap:.3f} "
-            f"below overall {overall_recall:.3f} (max gap {policy.max_subgroup_recall_gap:.3f})"
-        )
-    difference = comparison.difference
-    level = f"{policy.confidence:.0%}"
-    if champion_probability is not None and np.array_equal(
+    identical = champion_probability is not None and np.array_equal(
         np.asarray(challenger_probability), np.asarray(champion_probability)
-    ):
-        # A retrain that reproduced the champion would only cause a redeploy of the same model.
-        failures.append("identical predictions to the champion on the evaluation data")
-    if difference is not None and difference.low <= -policy.margin:
-        failures.append(
-            f"not non-inferior: lower {level} bound of the AUC difference {difference.low:+.4f} "
-            f"does not clear -margin {-policy.margin:+.4f}"
-        )
+    )
+    failures = _failures(comparison, recall, identical, policy)
+    auc, difference, gap = comparison.challenger.estimate, comparison.difference, recall.gap
     floors = (
         f"floors pass (ROC-AUC {auc:.4f} >= {policy.auc_floor:.4f}, subgroup recall gap "
         f"{gap:.3f} <= {policy.max_subgroup_recall_gap:.3f})"
@@ -330,9 +362,9 @@ def judge(
         promote=not failures,
         reason=reason,
         comparison=comparison,
-        overall_recall=overall_recall,
+        overall_recall=recall.overall_recall,
         subgroup_recall_gap=float(gap),
-        worst_subgroup=worst_name,
-        subgroups=subgroups,
+        worst_subgroup=recall.worst_name,
+        subgroups=recall.subgroups,
         policy=policy,
     )

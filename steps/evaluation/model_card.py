@@ -112,15 +112,9 @@ def _interval(interval: Interval | None, digits: int = 4) -> str:
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return _number(value, 3)
-        return str(value)
-
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
-    return "\n".join([header, rule, *rows])
+    """``frame`` as a markdown table (pandas' ``to_markdown``): floats to 3 places, gaps "n/a"."""
+    cells = frame.astype(object).where(frame.notna(), None)
+    return cells.to_markdown(index=False, floatfmt=".3f", missingval="n/a")
 
 
 def _threshold_section(facts: ModelCardFacts) -> str:
@@ -190,15 +184,11 @@ def _calibration_summary(facts: ModelCardFacts) -> str:
     )
 
 
-def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = None) -> str:
-    """The card as markdown; ``compact`` leaves out the long tables and points to the full card."""
+def _header(facts: ModelCardFacts, compact: bool, card_uri: str | None) -> list[str]:
+    """Title, model identity, gate verdict, intended and not intended uses, training data."""
     decision = facts.decision
-    comparison = decision.comparison
-    level = f"{comparison.confidence:.0%}"
-    evaluation = facts.evaluation
     verdict = "promoted to champion" if decision.promote else "not promoted"
     champion = f"version {facts.champion_version}" if facts.champion_version else "none"
-    worst = decision.worst_subgroup or "none judged"
     lines = [
         f"# Model card: {facts.model_name} version {facts.version}",
         "",
@@ -210,7 +200,12 @@ def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = 
     ]
     if compact and card_uri:
         lines += ["", f"Full card with subgroup and calibration tables: `{card_uri}`"]
-    lines += [
+    data = pd.DataFrame(
+        [(f.name, f.sha256, f.rows if f.rows is not None else "n/a") for f in facts.training_data],
+        columns=["file", "sha256", "rows"],
+    )
+    return [
+        *lines,
         "",
         "## Intended use",
         INTENDED_USE,
@@ -222,39 +217,54 @@ def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = 
         "UCI Diabetes 130-US hospitals 1999-2008 (CC BY 4.0): the first 20% of encounters in file "
         "order, split by patient into train/validation/test.",
         "",
+        _markdown_table(data) if len(data) else "No data hashes recorded on the source run.",
     ]
-    data = pd.DataFrame(
-        [(f.name, f.sha256, f.rows if f.rows is not None else "n/a") for f in facts.training_data],
-        columns=["file", "sha256", "rows"],
-    )
-    lines += [_markdown_table(data) if len(data) else "No data hashes recorded on the source run."]
-    eligible = evaluation.rows
-    lines += [
+
+
+def _metrics_table(facts: ModelCardFacts) -> str:
+    """Each metric on the evaluation data (with its interval) and on the training run."""
+    source = facts.source_metrics
+    rows = [
+        (
+            "ROC-AUC",
+            _interval(facts.decision.comparison.challenger),
+            f"{_number(source.get('val_roc_auc'))} / {_number(source.get('test_roc_auc'))}",
+        ),
+        (
+            "PR-AUC",
+            _interval(facts.metrics.get("pr_auc")),
+            f"{_number(source.get('val_pr_auc'))} / {_number(source.get('test_pr_auc'))}",
+        ),
+        *(
+            (
+                name,
+                _interval(facts.metrics.get(name)),
+                f"n/a / {_number(source.get(f'test_{name}'))}",
+            )
+            for name in ("recall", "precision", "f1", "brier")
+        ),
+    ]
+    columns = ["metric", "evaluation data", "training run (validation / test)"]
+    return _markdown_table(pd.DataFrame(rows, columns=columns))
+
+
+def _evaluation(facts: ModelCardFacts) -> list[str]:
+    """Evaluation data, metrics, champion comparison and the subgroup recall gap."""
+    decision, evaluation = facts.decision, facts.evaluation
+    comparison = decision.comparison
+    return [
         "",
         "## Evaluation data",
         f"{', '.join(f'`{u}`' for u in evaluation.uris)} (sha256 `{evaluation.sha256}`): "
-        f"{eligible} encounters judged, {evaluation.excluded_rows} excluded (death or hospice), "
-        f"{evaluation.positives} positives (target `{evaluation.target}`); "
+        f"{evaluation.rows} encounters judged, {evaluation.excluded_rows} excluded (death or "
+        f"hospice), {evaluation.positives} positives (target `{evaluation.target}`); "
         f"{evaluation.patient_overlap_rows} rows of {evaluation.patient_overlap_patients} "
         "patients also in the training data were left out (patient-disjoint evaluation).",
         "",
-        f"## Metrics ({level} paired-bootstrap intervals, {comparison.n_resamples} resamples)",
+        f"## Metrics ({comparison.confidence:.0%} paired-bootstrap intervals, "
+        f"{comparison.n_resamples} resamples)",
         "",
-        "| metric | evaluation data | training run (validation / test) |",
-        "|---|---|---|",
-        f"| ROC-AUC | {_interval(comparison.challenger)} | "
-        f"{_number(facts.source_metrics.get('val_roc_auc'))} / "
-        f"{_number(facts.source_metrics.get('test_roc_auc'))} |",
-        f"| PR-AUC | {_interval(facts.metrics.get('pr_auc'))} | "
-        f"{_number(facts.source_metrics.get('val_pr_auc'))} / "
-        f"{_number(facts.source_metrics.get('test_pr_auc'))} |",
-    ]
-    for name in ("recall", "precision", "f1", "brier"):
-        lines.append(
-            f"| {name} | {_interval(facts.metrics.get(name))} | "
-            f"n/a / {_number(facts.source_metrics.get(f'test_{name}'))} |"
-        )
-    lines += [
+        _metrics_table(facts),
         "",
         "## Champion comparison",
         f"Champion ROC-AUC {_interval(comparison.champion)}; difference (challenger - champion) "
@@ -265,15 +275,20 @@ def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = 
         f"Recall gap = overall recall ({decision.overall_recall:.3f}) minus the lowest recall "
         f"among race, gender and age-group subgroups with >= "
         f"{decision.policy.min_subgroup_positives} positives: "
-        f"**{decision.subgroup_recall_gap:.3f}** (worst: {worst}; allowed "
+        f"**{decision.subgroup_recall_gap:.3f}** (worst: "
+        f"{decision.worst_subgroup or 'none judged'}; allowed "
         f"{decision.policy.max_subgroup_recall_gap:.3f}).",
     ]
+
+
+def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = None) -> str:
+    """The card as markdown; ``compact`` leaves out the long tables and points to the full card."""
+    lines = _header(facts, compact, card_uri) + _evaluation(facts)
     if not compact:
-        lines += ["", _markdown_table(decision.subgroups)]
+        lines += ["", _markdown_table(facts.decision.subgroups)]
     lines += ["", "## Fair baselines", _baseline_section(facts)]
     lines += ["", "## Operating point (alert budget)", _threshold_section(facts), ""]
-    lines += ["## Calibration"]
-    lines.append(_calibration_summary(facts))
+    lines += ["## Calibration", _calibration_summary(facts)]
     if not compact:
         lines += ["", _markdown_table(facts.calibration)]
     lines += ["", "## Known limitations of the dataset", DATASET_LIMITATIONS, ""]

@@ -175,6 +175,8 @@ def assess(
 
     Realised performance is judged on ``labelled_uri`` (the newest batch whose labels have
     matured) when given, else on the batch's own labels; drift and CBPE on the batch's inputs.
+    Long because it is one linear sequence of stages (to be split into the quality and
+    performance modules under way).
     """
     thresholds = thresholds or Thresholds()
     data_root = config.data_uri()

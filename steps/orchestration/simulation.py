@@ -130,9 +130,11 @@ def trained_without_future_data(version: str) -> bool:
 
 def plot_timeline(timeline: pd.DataFrame, path: Path) -> Path:
     """A two-panel PNG: ROC-AUC and calibration of served vs frozen model, drift share, retrains."""
+    # lazy: matplotlib (~2.4 s) must select the Agg backend before pyplot is imported
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: after the backend is chosen (above)
     import matplotlib.pyplot as plt
 
     fig, (auc_ax, cal_ax) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
@@ -171,7 +173,10 @@ def _handle_batch(
     data_uri: str | None,
     retrain_every: int = 0,
 ) -> tuple[loop.LoopState, dict[str, object] | None, pd.DataFrame | None]:
-    """One pass of the loop over the next batch; None when future_data is exhausted."""
+    """One pass of the loop over the next batch; None when future_data is exhausted.
+
+    Long because it is the loop's per-batch sequence in order (to move into the engine module).
+    """
     started = time.perf_counter()
     batch = loop.prepare_batch(state.next_batch_index, state.batch_size, data_uri)
     if batch is None:
@@ -269,6 +274,8 @@ def simulate(
     (``loop.reset``). ``label_lag_batches`` None: 30 days at the batch size
     (``loop.default_label_lag``).
     ``retrain_every`` k > 0: the scheduled control arm (retrain after every k-th batch).
+    Long because it is the replay's setup, loop and MLflow logging in order (to move into the
+    engine module).
     """
     data_uri = data_uri or config.data_uri()
     training = {"families": families, "trials_per_family": int(trials_per_family)}

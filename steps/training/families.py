@@ -26,6 +26,7 @@ CATBOOST_MAX_TREES, CATBOOST_PATIENCE = 2000, 50
 
 def search_space(family: str) -> dict[str, Any]:
     """Ray Tune search space of one family's hyperparameters."""
+    # lazy: ray.tune takes ~6 s to import; a refit (benchmarks/replay.py) needs none of it
     from ray import tune
 
     spaces = {
@@ -73,24 +74,29 @@ def build_estimator(family: str, params: dict[str, Any], seed: int, n_jobs: int)
     """An unfitted classifier of ``family`` with hyperparameters ``params``."""
     params = {k: (None if v == "none" else v) for k, v in params.items()}
     if family == "logreg":
+        # lazy: each family's library takes 4-10 s to import; only the families searched are loaded
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(max_iter=2000, random_state=seed, **params)
     if family == "random_forest":
+        # lazy: each family's library takes 4-10 s to import; only the families searched are loaded
         from sklearn.ensemble import RandomForestClassifier
 
         return RandomForestClassifier(random_state=seed, n_jobs=n_jobs, **params)
     if family == "xgboost":
+        # lazy: each family's library takes 4-10 s to import; only the families searched are loaded
         from xgboost import XGBClassifier
 
         return XGBClassifier(tree_method="hist", random_state=seed, n_jobs=n_jobs, **params)
     if family == "lightgbm":
+        # lazy: each family's library takes 4-10 s to import; only the families searched are loaded
         from lightgbm import LGBMClassifier
 
         return LGBMClassifier(
             subsample_freq=1, random_state=seed, n_jobs=n_jobs, verbose=-1, **params
         )
     if family == "catboost":
+        # lazy: each family's library takes 4-10 s to import; only the families searched are loaded
         from catboost import CatBoostClassifier
 
         return CatBoostClassifier(

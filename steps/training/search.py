@@ -18,6 +18,8 @@ from typing import Any
 import mlflow
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+import custom_pyfunc
+import steps
 from steps.core.tracking import FAMILY_TAG, ROLE_TAG
 from steps.training.families import (
     CATBOOST_PATIENCE,
@@ -38,6 +40,7 @@ MAX_TRIAL_FAILURES = 2
 
 def run_trial(trial_config: dict[str, Any], matrices: dict[str, tuple]) -> None:
     """One Ray Tune trial: fit on train, report validation ROC-AUC, PR-AUC and the fit time."""
+    # lazy: imported where the trial runs, in a Ray worker
     import ray
     from ray import tune
 
@@ -71,10 +74,8 @@ def start_ray(ray_address: str = "", attempts: int = 3) -> None:
     never from a parameter. A heavily loaded machine can make a local raylet give up while its
     agents start (a fixed 15 s wait inside Ray), so a local start is retried.
     """
+    # lazy: ray takes ~2 s to import; `steps.train --help` and the input checks need none of it
     import ray
-
-    import custom_pyfunc
-    import steps
 
     if ray_address:
         code = [str(Path(package.__file__).parent) for package in (steps, custom_pyfunc)]
@@ -112,6 +113,47 @@ class SearchOutcome:
         return busy / (self.wall_s * self.cpus) if self.wall_s > 0 else 0.0
 
 
+def build_tuner(
+    matrices: dict[str, tuple],
+    families: list[str],
+    trials_per_family: int,
+    time_budget_s: float,
+    seed: int,
+):
+    """The Ray Tune experiment: every family a grid value, 1 CPU per trial, actors reused."""
+    # lazy: ray.tune takes ~6 s to import; `steps.train --help` and the input checks need none of it
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    param_space = {
+        "family": tune.grid_search(families),
+        "seed": seed,
+        **{family: search_space(family) for family in families},
+    }
+    trainable = tune.with_resources(tune.with_parameters(run_trial, matrices=matrices), {"cpu": 1})
+    storage_dir = tempfile.mkdtemp(prefix="health-predict-tune-")
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric="val_roc_auc",
+            mode="max",
+            num_samples=trials_per_family,
+            time_budget_s=time_budget_s,
+            reuse_actors=True,
+            search_alg=BasicVariantGenerator(random_state=seed),
+        ),
+        run_config=tune.RunConfig(
+            storage_path=storage_dir,
+            verbose=0,
+            log_to_file=False,
+            # A trial whose worker or node dies is started again (from scratch: trials
+            # do not checkpoint), at most twice; then it is reported as failed.
+            failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),
+        ),
+    )
+
+
 def run_search(
     matrices: dict[str, tuple],
     families: list[str],
@@ -123,44 +165,15 @@ def run_search(
     """Ray Tune over all families at once (1 CPU per trial, actors reused)."""
     # A busy 2-core machine can need more than Ray's default 30 s to register the local node.
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+    # lazy: ray takes ~2 s to import; `steps.train --help` and the input checks need none of it
     import ray
-    from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     started_ray = not ray.is_initialized()
     if started_ray:
         start_ray(ray_address)
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        param_space = {
-            "family": tune.grid_search(families),
-            "seed": seed,
-            **{family: search_space(family) for family in families},
-        }
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, matrices=matrices), {"cpu": 1}
-        )
-        storage_dir = tempfile.mkdtemp(prefix="health-predict-tune-")
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric="val_roc_auc",
-                mode="max",
-                num_samples=trials_per_family,
-                time_budget_s=time_budget_s,
-                reuse_actors=True,
-                search_alg=BasicVariantGenerator(random_state=seed),
-            ),
-            run_config=tune.RunConfig(
-                storage_path=storage_dir,
-                verbose=0,
-                log_to_file=False,
-                # A trial whose worker or node dies is started again (from scratch: trials
-                # do not checkpoint), at most twice; then it is reported as failed.
-                failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),
-            ),
-        )
+        tuner = build_tuner(matrices, families, trials_per_family, time_budget_s, seed)
         started = time.perf_counter()
         results = tuner.fit()
         wall_s = time.perf_counter() - started
