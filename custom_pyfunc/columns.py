@@ -147,12 +147,16 @@ def to_raw_csv_bytes(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, na_rep=MISSING_MARKER, lineterminator="\n").encode("utf-8")
 
 
-def make_label(frame: pd.DataFrame, target: str = "30d") -> pd.Series:
+# Label definitions (the ``readmitted`` values counted as positive) and the one used by default.
+TARGETS = {"30d": ("<30",), "any": ("<30", ">30")}
+DEFAULT_TARGET = "30d"
+
+
+def make_label(frame: pd.DataFrame, target: str = DEFAULT_TARGET) -> pd.Series:
     """The binary label: ``30d`` is readmitted within 30 days (``<30``); ``any`` adds ``>30``."""
-    positives = {"30d": ("<30",), "any": ("<30", ">30")}
-    if target not in positives:
-        raise ValueError(f"unknown target {target!r}: use '30d' or 'any'")
-    return frame[LABEL_COLUMN].isin(positives[target]).astype("int8")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}: use one of {sorted(TARGETS)}")
+    return frame[LABEL_COLUMN].isin(TARGETS[target]).astype("int8")
 
 
 def is_label_eligible(frame: pd.DataFrame) -> pd.Series:

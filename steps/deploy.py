@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     parser = config.entry_point_parser("deploy", __doc__, HELP)
     args = parser.parse_args(argv)
+    config.configure_logging()
     try:
         result = deploy(
             target=args.target,

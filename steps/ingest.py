@@ -9,7 +9,6 @@ that is not the dataset at all stops with a one-line :class:`DatasetError`.
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import asdict
 
@@ -26,14 +25,12 @@ HELP = {
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m steps.ingest [--raw-data SRC] [--data-uri URI]``; 2 on a bad dataset."""
     args = config.entry_point_parser("ingest", __doc__, HELP).parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    config.configure_logging()
     try:
         result = ingest(
             raw_data=args.raw_data,
             data_uri=args.data_uri,
-            replace_raw_table=str(args.replace_raw_table).lower() == "true",
+            replace_raw_table=args.replace_raw_table,
         )
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)

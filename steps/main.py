@@ -7,7 +7,6 @@ multistep example: stages hand each other MLflow run ids, and every stage's run 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 from steps.core import config
@@ -26,7 +25,7 @@ HELP = {
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m steps.main`` (the ``main`` entry point)."""
     args = config.entry_point_parser("main", __doc__, HELP).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config.configure_logging()
     summary = run_pipeline(**vars(args))
     print(json.dumps(summary, indent=2, default=str))
     return 0

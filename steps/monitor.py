@@ -48,17 +48,18 @@ HELP = {
 def main(argv: list[str] | None = None) -> int:
     """CLI: monitor one batch; the last stdout line is the decision, bad input exits with 2."""
     args = config.entry_point_parser("monitor", __doc__, HELP).parse_args(argv)
+    config.configure_logging()
     thresholds = Thresholds(**{name: getattr(args, name) for name in Thresholds().as_dict()})
     try:
         summary = monitor(
             batch_uri=args.batch_uri,
-            reference_uri=args.reference_uri or None,
+            reference_uri=args.reference_uri,
             model_uri=args.model_uri,
-            report_uri=args.report_uri or None,
+            report_uri=args.report_uri,
             experiment=args.experiment,
-            baseline_uri=args.baseline_uri or None,
+            baseline_uri=args.baseline_uri,
             thresholds=thresholds,
-            labelled_uri=args.labelled_uri or None,
+            labelled_uri=args.labelled_uri,
         )
     except MonitorInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

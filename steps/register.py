@@ -18,7 +18,6 @@ rolled back.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from steps.core import config
@@ -49,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rollback", action="store_true", help="point champion back at previous-champion"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    config.configure_logging()
     try:
         if args.rollback:
             print(rollback().verdict())
@@ -63,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             n_bootstrap=args.n_bootstrap,
             seed=args.seed,
         )
-        decision = register(args.train_run_id or None, args.eval_data_uri or None, policy)
+        decision = register(args.train_run_id, args.eval_data_uri, policy)
     except (RegistrationError, gate.GateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -33,17 +33,19 @@ HELP = {
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m steps.simulate`` (the ``simulate`` entry point)."""
-    args = config.entry_point_parser("simulate", __doc__, HELP).parse_args(argv)
-    if args.reset not in ("true", "false"):
-        raise SystemExit(f"error: --reset must be true or false, not {args.reset!r}")
+    parser = config.entry_point_parser(
+        "simulate", __doc__, HELP, types={"label_lag_batches": config.optional_whole_number}
+    )
+    args = parser.parse_args(argv)
+    config.configure_logging()
     result = simulate(
-        data_uri=args.data_uri or None,
+        data_uri=args.data_uri,
         batch_size=args.batch_size,
         max_batches=args.max_batches,
         trials_per_family=args.trials_per_family,
         families=args.families,
-        reset=args.reset == "true",
-        label_lag_batches=int(float(args.label_lag_batches)) if args.label_lag_batches else None,
+        reset=args.reset,
+        label_lag_batches=args.label_lag_batches,
         retrain_every=args.retrain_every,
     )
     print(json.dumps({"simulate_run_id": result.run_id, **result.summary}))

@@ -7,7 +7,6 @@ original order, replayed later as new batches. Same input and seed give byte-ide
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from steps.core import config
@@ -23,9 +22,7 @@ HELP = {
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m steps.split [--data-uri URI] [--initial-fraction F] [--seed N]``."""
     args = config.entry_point_parser("split", __doc__, HELP).parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    config.configure_logging()
     try:
         result = split(args.data_uri, args.initial_fraction, args.seed)
     except SplitError as exc:

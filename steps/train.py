@@ -13,7 +13,6 @@ once and shared through Ray's object store.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from steps.core import config
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI of the ``train`` entry point; options and defaults as in MLproject."""
     parser = config.entry_point_parser("train", __doc__, HELP)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config.configure_logging()
     run_id = train(**vars(args))
     print(f"training run: {run_id}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -22,6 +23,8 @@ DEFAULT_EXPERIMENT_ID, DEFAULT_EXPERIMENT_NAME = "0", "Default"
 FILED_UNDER_TAG = "health_predict.filed_under"
 
 logger = logging.getLogger("health_predict.config")
+# The one log format of every command: time, level, logger, message.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 UCI_DATASET_URL = (
     "https://archive.ics.uci.edu/static/public/296/"
@@ -86,6 +89,11 @@ def tracking_uri() -> str:
 def artifact_root() -> str:
     """Where new experiments keep artifacts when the tracking store does not decide it."""
     return os.environ.get("HEALTH_PREDICT_ARTIFACT_URI") or (PROJECT_ROOT / "mlartifacts").as_uri()
+
+
+def configure_logging() -> None:
+    """Log INFO and above to stderr in ``LOG_FORMAT`` (each command calls this once)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
 def configure_mlflow() -> str:
@@ -167,14 +175,36 @@ def _whole_number(text: str) -> int:
     return int(value)
 
 
+def optional_whole_number(text: str) -> int | None:
+    """A whole number, or None ("use the default") for the empty string."""
+    return _whole_number(text) if text != "" else None
+
+
+def boolean(text: str) -> bool:
+    """``true`` or ``false`` (any case), as MLproject string parameters write them."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
+def _optional_text(text: str) -> str | None:
+    """The text, or None ("resolved at run time") for the empty string."""
+    return text if text != "" else None
+
+
 def entry_point_parser(
-    entry_point: str, description: str, help_texts: dict[str, str]
+    entry_point: str,
+    description: str,
+    help_texts: dict[str, str],
+    types: dict[str, Callable[[str], object]] | None = None,
 ) -> argparse.ArgumentParser:
     """A parser with one ``--<name>`` option per MLproject parameter of ``entry_point``.
 
     Defaults come from MLproject (the one place they are declared); whole-number defaults parse
-    as int, other numbers as float, the rest as text. ``help_texts`` must describe every
-    parameter; an empty string default means "resolved at run time", as the help text says.
+    as int, other numbers as float, ``true``/``false`` as bool (``boolean``), the rest as text.
+    An empty string means "the default, resolved at run time" and parses as None, here only;
+    ``types`` overrides the type of a parameter (e.g. ``optional_whole_number``). ``help_texts``
+    must describe every parameter.
     """
     defaults = project_defaults(entry_point)
     undocumented = sorted(set(defaults) - set(help_texts))
@@ -186,17 +216,25 @@ def entry_point_parser(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for name, default in defaults.items():
-        if isinstance(default, bool) or default is None or isinstance(default, str):
+        if default is None:
             kind = str
+        elif isinstance(default, bool) or str(default).lower() in ("true", "false"):
+            kind = boolean
+        elif isinstance(default, str):
+            kind = _optional_text
         elif float(default).is_integer():
-            kind, default = _whole_number, int(default)
+            kind = _whole_number
         else:
             kind = float
+        kind = (types or {}).get(name, kind)
         shown = "required" if default is None else f"default: {default!r}"
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             type=kind,
-            default=default,
+            # argparse passes a string default through ``type``; numbers as declared.
+            default=str(default).lower()
+            if isinstance(default, bool)
+            else (str(default) if default is not None and kind is not float else default),
             required=default is None,
             help=f"{help_texts[name]} ({shown})",
         )

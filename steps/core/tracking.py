@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -30,6 +31,22 @@ DATA_TAG_PREFIX = "health_predict.data."
 STEP_TAG = "health_predict.step"
 RUN_KEY_TAG = "health_predict.run_key"
 TRAINING_ROLE = "training"
+TRIAL_ID_TAG = "health_predict.trial_id"
+RAY_NODE_TAG = "health_predict.ray_node_id"
+BEST_FAMILY_TAG = "health_predict.best_family"
+BEST_RUN_TAG = "health_predict.best_run_id"
+# Monitoring runs: the batch's content hash and the decision.
+BATCH_TAG = "health_predict.monitor.batch_sha256"
+DECISION_TAG = "health_predict.monitor.decision"
+# Loop runs: health_predict.loop.<field> (loop id, batch index ...).
+LOOP_TAG_PREFIX = "health_predict.loop."
+# Deployment runs.
+TARGET_TAG = "health_predict.target"
+STATUS_TAG = "health_predict.status"
+IMAGE_TAG = "health_predict.image"
+IMAGE_DIGEST_TAG = "health_predict.image_digest"
+CONTAINER_TAG = "health_predict.container"
+URL_TAG = "health_predict.url"
 # Registry tags on model versions.
 SOURCE_RUN_TAG = "health_predict.source_run_id"
 TRAINING_RUN_TAG = "health_predict.training_run_id"
@@ -92,6 +109,19 @@ def alias_version(alias: str, name: str | None = None) -> str | None:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def pin_alias(model_uri: str) -> str:
+    """``models:/name@alias`` as ``models:/name/<version>``, the version the alias points at now
+    (so a moved alias is noticed); any other URI as given. LookupError when the alias is unset."""
+    match = re.fullmatch(r"models:/([^/@]+)@([^/]+)", model_uri)
+    if not match:
+        return model_uri
+    name, alias = match.groups()
+    version = alias_version(alias, name)
+    if version is None:
+        raise LookupError(f"no alias '{alias}' on model '{name}'")
+    return f"models:/{name}/{version}"
 
 
 def lineage_tags(run_id: str) -> dict[str, str]:

@@ -36,7 +36,7 @@ SPLIT_KEYS = {
 FOLDS_PER_SPLIT = {"initial_train": 14, "initial_validation": 3, "initial_test": 3}
 
 
-STRATIFY_TARGET = "30d"
+STRATIFY_TARGET = columns.DEFAULT_TARGET
 
 
 class SplitError(ValueError):

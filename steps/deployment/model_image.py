@@ -46,26 +46,22 @@ class ResolvedModel:
 def resolve_model(model_uri: str) -> ResolvedModel:
     """``models:/name@alias`` and ``models:/name/version`` pinned to their version; others as is."""
     config.configure_mlflow()
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
-    if not match:
-        return ResolvedModel(uri=model_uri)
-    name, alias, version = match.groups()
+    problem = f"cannot resolve {model_uri} in the registry at {config.tracking_uri()}"
     try:
-        if alias:
-            version = tracking.alias_version(alias, name)
-            if version is None:
-                raise DeployError(
-                    f"cannot resolve {model_uri} in the registry at {config.tracking_uri()}: "
-                    f"no alias '{alias}' on model '{name}' (train and register a model first)"
-                )
-        else:
+        pinned = tracking.pin_alias(model_uri)
+        match = re.fullmatch(r"models:/([^/@]+)/(\d+)", pinned)
+        if not match:
+            return ResolvedModel(uri=model_uri)
+        name, version = match.groups()
+        if pinned == model_uri:  # given by version: check that it exists
             mlflow.MlflowClient().get_model_version(name, version)
+    except LookupError as error:
+        raise DeployError(f"{problem}: {error} (train and register a model first)") from None
     except mlflow.exceptions.MlflowException as error:
         raise DeployError(
-            f"cannot resolve {model_uri} in the registry at {config.tracking_uri()}: "
-            f"{error.message.splitlines()[0]} (train and register a model first)"
+            f"{problem}: {error.message.splitlines()[0]} (train and register a model first)"
         ) from None
-    return ResolvedModel(uri=f"models:/{name}/{version}", name=name, version=str(version))
+    return ResolvedModel(uri=pinned, name=name, version=version)
 
 
 def harden_dockerfile(dockerfile: str, workers: int) -> str:

@@ -87,7 +87,7 @@ def deploy(
     config.ensure_experiment(config.DEPLOYMENT_EXPERIMENT)
     model = resolve_model(model_uri)
     with mlflow.start_run(run_name=f"deploy-{target}"):
-        mlflow.set_tags({tracking.STEP_TAG: "deploy", "health_predict.target": target})
+        mlflow.set_tags({tracking.STEP_TAG: "deploy", tracking.TARGET_TAG: target})
         config.log_resolved_params({"model_uri": model.uri, "model_version": model.version or ""})
         if target == "local":
             dockerfile = write_hardened_dockerfile(model.uri, Path(output_dir), workers)
@@ -104,7 +104,7 @@ def deploy(
                 model, Path(output_dir), workers, registry, ecr_repository, aws_region,
                 namespace, deployment, rollout_timeout_s,
             )  # fmt: skip
-        mlflow.set_tag("health_predict.status", "deployed")
+        mlflow.set_tag(tracking.STATUS_TAG, "deployed")
     return result
 
 
@@ -114,14 +114,14 @@ def _deploy_docker(model: ResolvedModel, output_dir: Path, workers: int) -> Depl
         raise DeployError(problem)
     image = build_serving_image(model.uri, output_dir, workers)
     mlflow.log_artifact(str(image.dockerfile), artifact_path="serving")
-    mlflow.set_tag("health_predict.image", image.tag)
+    mlflow.set_tag(tracking.IMAGE_TAG, image.tag)
     container, base_url = run_container(image.tag)
     try:
         predictions = server.smoke_test(base_url, server.serving_input_example(model.uri))
     except server.ServingError:
         container.remove(force=True)
         raise
-    mlflow.set_tags({"health_predict.container": container.id, "health_predict.url": base_url})
+    mlflow.set_tags({tracking.CONTAINER_TAG: container.id, tracking.URL_TAG: base_url})
     return DeployResult(
         target="docker", model=model, dockerfile=image.dockerfile, image=image.tag,
         predictions=predictions, url=base_url, container=container.id,
@@ -148,7 +148,7 @@ def _deploy_k8s(
     target_registry = resolve_registry(registry, repository, aws_region)
     pushed = push_image(image, target_registry, tag)
     reference = f"{target_registry.image_repository}:{tag}"
-    mlflow.set_tags({"health_predict.image": reference, "health_predict.image_digest": pushed})
+    mlflow.set_tags({tracking.IMAGE_TAG: reference, tracking.IMAGE_DIGEST_TAG: pushed})
     if cluster_problem:
         raise DeployError(
             f"built {image.tag} and pushed it as {reference} ({pushed}); stopped at the "

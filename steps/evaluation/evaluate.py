@@ -32,7 +32,9 @@ from steps.evaluation import subgroups
 from steps.evaluation.calibration import calibration_slope_intercept, expected_calibration_error
 
 
-def labelled_rows(frame: pd.DataFrame, target: str = "30d") -> tuple[pd.DataFrame, np.ndarray]:
+def labelled_rows(
+    frame: pd.DataFrame, target: str = columns.DEFAULT_TARGET
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The label-eligible rows of ``frame`` and their binary labels."""
     eligible = frame[columns.is_label_eligible(frame).to_numpy()]
     return eligible, columns.make_label(eligible, target).to_numpy()

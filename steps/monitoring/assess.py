@@ -28,7 +28,7 @@ import pandas as pd
 
 from custom_pyfunc import columns, features
 from steps.core import config, storage, tracking
-from steps.core.tracking import DATA_TAG_PREFIX
+from steps.core.tracking import BATCH_TAG, DATA_TAG_PREFIX, DECISION_TAG
 from steps.evaluation import patients
 from steps.monitoring import cbpe
 from steps.monitoring.decision import Thresholds, all_reasons, decision, labels_usable
@@ -59,12 +59,6 @@ DRIFT_REPORT_NAME = "drift_report.html"
 
 
 PERFORMANCE_REPORT_NAME = "performance_report.html"
-
-
-BATCH_TAG = "health_predict.monitor.batch_sha256"
-
-
-DECISION_TAG = "health_predict.monitor.decision"
 
 
 # The training run's file sets the model was fitted on: the default drift reference. A retrained

@@ -30,7 +30,7 @@ def load_model(model_uri: str) -> PyFuncModel:
     """The pyfunc at ``model_uri`` (kept for the process; aliases are resolved on every call)."""
     config.configure_mlflow()
     try:
-        resolved = _resolve_alias(model_uri)
+        resolved = tracking.pin_alias(model_uri)
         if resolved not in _models:
             _models[resolved] = mlflow.pyfunc.load_model(resolved)
     except Exception as exc:  # registry, store and download errors all mean "unreachable"
@@ -39,17 +39,6 @@ def load_model(model_uri: str) -> PyFuncModel:
             f"model {model_uri} cannot be loaded ({type(exc).__name__}: {reason})"
         ) from exc
     return _models[resolved]
-
-
-def _resolve_alias(model_uri: str) -> str:
-    """``models:/name@alias`` as ``models:/name/<version>``, so a moved alias is noticed."""
-    if not (model_uri.startswith("models:/") and "@" in model_uri):
-        return model_uri
-    name, alias = model_uri[len("models:/") :].split("@", 1)
-    version = tracking.alias_version(alias, name)
-    if version is None:
-        raise LookupError(f"no alias '{alias}' on model '{name}'")
-    return f"models:/{name}/{version}"
 
 
 def model_id(model: PyFuncModel) -> str:

@@ -36,9 +36,9 @@ import pandas as pd
 
 from custom_pyfunc import columns
 from steps.core import config, storage, tracking
+from steps.core.tracking import LOOP_TAG_PREFIX
 from steps.registry import versions
 
-LOOP_TAG_PREFIX = "health_predict.loop."
 RETRAINING_DATA_DIR = "monitoring_state/retraining_data"
 MATURED_LABELS_DIR = "monitoring_state/matured_labels"
 ARCHIVE_DIR = "monitoring_state/archive"

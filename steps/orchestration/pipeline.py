@@ -25,7 +25,7 @@ def serve_and_query_champion() -> list[dict]:
 def run_pipeline(
     raw_data: str = "",
     data_uri: str = "",
-    families: str = "logreg,lightgbm",
+    families: str = "logreg,catboost",
     trials_per_family: int = 4,
     time_budget_s: float = 300,
     replay_batches: int = 2,

@@ -259,7 +259,7 @@ def simulate(
     batch_size: int = 5000,
     max_batches: int = 0,
     trials_per_family: int = 4,
-    families: str = "lightgbm",
+    families: str = "logreg,catboost",
     reset: bool = True,
     thresholds: dict[str, float] | None = None,
     gate: dict[str, float] | None = None,

@@ -91,7 +91,9 @@ def best_family_run(runs: list[Run]) -> Run:
     )
 
 
-def load_evaluation_data(eval_data_uri: str, target: str = "30d") -> EvaluationData:
+def load_evaluation_data(
+    eval_data_uri: str, target: str = columns.DEFAULT_TARGET
+) -> EvaluationData:
     """Read labelled raw-format CSV(s) (comma-separated files or folders) and keep eligible rows."""
     try:
         files = labelled.read_labelled(eval_data_uri)
@@ -178,4 +180,4 @@ def training_data_files(
 def evaluation_target(client: MlflowClient, source: Run, train_run_id: str) -> str:
     """The label definition the source model was trained on (``30d`` when none was logged)."""
     training_params = client.get_run(train_run_id).data.params
-    return source.data.params.get("target") or training_params.get("target", "30d")
+    return source.data.params.get("target") or training_params.get("target", columns.DEFAULT_TARGET)

@@ -20,7 +20,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 import custom_pyfunc
 import steps
-from steps.core.tracking import FAMILY_TAG, ROLE_TAG
+from steps.core.tracking import FAMILY_TAG, RAY_NODE_TAG, ROLE_TAG, TRIAL_ID_TAG
 from steps.training.families import (
     CATBOOST_PATIENCE,
     ENCODING,
@@ -30,9 +30,6 @@ from steps.training.families import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-RAY_NODE_TAG = "health_predict.ray_node_id"
 
 
 MAX_TRIAL_FAILURES = 2
@@ -203,7 +200,7 @@ def log_trials(outcome: SearchOutcome, family: str, parent_run_id: str, experime
                 "mlflow.parentRunId": parent_run_id,
                 ROLE_TAG: "trial",
                 FAMILY_TAG: family,
-                "health_predict.trial_id": str(metrics.get("trial_id", "")),
+                TRIAL_ID_TAG: str(metrics.get("trial_id", "")),
                 RAY_NODE_TAG: str(metrics.get("node_id", "")),
             },
         )

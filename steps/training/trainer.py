@@ -15,6 +15,7 @@ from typing import Any
 
 import mlflow
 
+from custom_pyfunc import columns
 from steps.core import config, tracking
 from steps.core.tracking import ROLE_TAG, TRAINING_ROLE
 from steps.evaluation import baselines
@@ -52,9 +53,8 @@ def log_best_models(
     }
     best_family = max(scores, key=lambda f: scores[f][1])
     mlflow.set_tags(
-        {"health_predict.best_family": best_family,
-         "health_predict.best_run_id": scores[best_family][0]}
-    )  # fmt: skip
+        {tracking.BEST_FAMILY_TAG: best_family, tracking.BEST_RUN_TAG: scores[best_family][0]}
+    )
     return best_family
 
 
@@ -65,7 +65,7 @@ def train(
     seed: int = 42,
     time_budget_s: float = 3600,
     ray_address: str = "",
-    target: str = "30d",
+    target: str = columns.DEFAULT_TARGET,
     extra_train_uri: str = "",
     alert_budget: float = 0.1,
 ) -> str:

@@ -66,7 +66,7 @@ def test_cli_options_and_defaults_are_mlprojects(entry_point):
     parsed = vars(parser.parse_args(REQUIRED.get(entry_point, [])))
     for name, default in declared.items():
         if default is not None:
-            assert parsed[name] == default, name
+            assert _comparable(parsed[name]) == default, name
 
 
 @pytest.mark.parametrize("entry_point", sorted(STAGES))
@@ -114,3 +114,12 @@ def test_a_fractional_count_is_refused(capsys):
     with pytest.raises(SystemExit):
         main_command.main(["--trials-per-family", "2.5"])
     assert "expected a whole number" in capsys.readouterr().err
+
+
+def test_every_entry_point_trains_the_same_default_families():
+    """One default family list (MLproject's ``train``; main and simulate alias it)."""
+    lists = {
+        entry_point: config.project_defaults(entry_point).get("families") for entry_point in STAGES
+    }
+    declared = {families for families in lists.values() if families is not None}
+    assert declared == {config.project_defaults("train")["families"]}, lists
