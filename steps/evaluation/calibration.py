@@ -5,28 +5,29 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.calibration import calibration_curve
 from sklearn.linear_model import LogisticRegression
 
 
 def calibration_table(y_true: np.ndarray, probability: np.ndarray, bins: int = 10) -> pd.DataFrame:
     """Calibration per quantile bin (``bins`` bins of equal row counts, so the sparse high-risk
-    tail is not judged on a handful of rows; tied scores share a bin): range, rows, mean predicted
-    probability and observed rate."""
+    tail is not judged on a handful of rows; tied scores share a bin, empty bins are dropped):
+    range, rows, mean predicted probability and observed rate. The curve is scikit-learn's
+    ``calibration_curve(strategy="quantile")``; rows and ranges come from its bin edges."""
     probability = np.asarray(probability, dtype=np.float64)
-    edges = np.unique(np.quantile(probability, np.linspace(0.0, 1.0, bins + 1)))
-    which = np.clip(
-        np.searchsorted(edges, probability, side="right") - 1, 0, max(len(edges) - 2, 0)
+    observed, predicted = calibration_curve(y_true, probability, n_bins=bins, strategy="quantile")
+    edges = np.percentile(probability, np.linspace(0, 100, bins + 1))
+    # The bin of each row as calibration_curve assigns it.
+    rows = np.bincount(np.searchsorted(edges[1:-1], probability), minlength=bins)
+    kept = np.flatnonzero(rows)
+    return pd.DataFrame(
+        {
+            "range": [f"{edges[i]:.3f}-{edges[i + 1]:.3f}" for i in kept],
+            "rows": rows[kept],
+            "mean_predicted": predicted,
+            "observed_rate": observed,
+        }
     )
-    frame = pd.DataFrame({"bin": which, "predicted": probability, "observed": y_true})
-    table = frame.groupby("bin").agg(
-        rows=("predicted", "size"),
-        mean_predicted=("predicted", "mean"),
-        observed_rate=("observed", "mean"),
-    )
-    upper = np.minimum(table.index + 1, len(edges) - 1)
-    ranges = [f"{edges[lo]:.3f}-{edges[hi]:.3f}" for lo, hi in zip(table.index, upper, strict=True)]
-    table.insert(0, "range", ranges)
-    return table.reset_index(drop=True)
 
 
 def expected_calibration_error(

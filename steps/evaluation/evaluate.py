@@ -15,7 +15,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -29,7 +28,11 @@ from sklearn.metrics import (
 
 from custom_pyfunc import columns
 from steps.evaluation import subgroups
-from steps.evaluation.calibration import calibration_slope_intercept, expected_calibration_error
+from steps.evaluation.calibration import (
+    calibration_slope_intercept,
+    calibration_table,
+    expected_calibration_error,
+)
 
 
 def labelled_rows(
@@ -91,13 +94,13 @@ def save_plots(y_true: np.ndarray, probability: np.ndarray, directory: Path, tit
     """``roc_curve.png``, ``pr_curve.png`` and ``calibration.png`` in ``directory``."""
     fpr, tpr, _ = roc_curve(y_true, probability)
     precision, recall, _ = precision_recall_curve(y_true, probability)
-    observed, predicted = calibration_curve(y_true, probability, n_bins=10, strategy="quantile")
+    curve = calibration_table(y_true, probability)
     plots = {
         "roc_curve.png": (fpr, tpr, "False positive rate", "True positive rate", [0, 1], [0, 1]),
         "pr_curve.png": (recall, precision, "Recall", "Precision", [0, 1], [y_true.mean()] * 2),
         "calibration.png": (
-            predicted,
-            observed,
+            curve["mean_predicted"],
+            curve["observed_rate"],
             "Mean predicted probability",
             "Observed rate",
             [0, 1],
