@@ -25,7 +25,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
-from health_predict_common import DAG_SETTINGS, DEPLOYMENT_DAG_ID, TRAINING_DAG_ID
+
+from steps.orchestration.dag_common import DAG_SETTINGS, DEPLOYMENT_DAG_ID, TRAINING_DAG_ID
 
 
 @dag(

@@ -55,7 +55,8 @@ from datetime import timedelta
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task
-from health_predict_common import (
+
+from steps.orchestration.dag_common import (
     DAG_SETTINGS,
     GATE_PARAMS,
     MONITORING_DAG_ID,

@@ -27,7 +27,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
-from health_predict_common import (
+
+from steps.orchestration.dag_common import (
     DAG_SETTINGS,
     GATE_PARAMS,
     TRAINING_DAG_ID,

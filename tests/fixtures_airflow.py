@@ -60,6 +60,20 @@ class AirflowHarness:
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.split(RESULT_MARKER)[-1])
 
+    def cli(self, *args: str) -> object:
+        """``airflow <args> -o json`` as a user runs it (the console script, from the Airflow
+        home rather than the project, so only ``PYTHONPATH`` makes the project importable)."""
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), *args, "-o", "json"],
+            env=self.env,
+            cwd=self.env["AIRFLOW_HOME"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
     def run_dags(
         self,
         runs: list[tuple[str, dict]],

@@ -13,13 +13,12 @@ import mlflow
 import pandas as pd
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import LoggedModelInput
-from mlflow.models import infer_signature
+from mlflow.types import ColSpec, Schema
 
 from custom_pyfunc import columns
 from steps.core import storage
 
 REQUIRED_COLUMNS = (columns.LABEL_COLUMN, "discharge_disposition_id")
-SCHEMA_SAMPLE_ROWS = 200
 # MLflow input contexts of the data files.
 DATASET_CONTEXTS = {
     "initial_train": "training",
@@ -75,6 +74,23 @@ def read_labelled(uri_list: str) -> LabelledData:
     return LabelledData(pd.concat(frames, ignore_index=True), uris, digest.hexdigest())
 
 
+def dataset_schema(frame: pd.DataFrame) -> Schema:
+    """The MLflow schema of a raw-format frame, from the column contract: ids and counts are
+    whole numbers that are never missing (ingest rejects such rows), the rest text, optional only
+    in ``columns.NULLABLE_COLUMNS``."""
+    whole = {*columns.ID_COLUMNS, *columns.INTEGER_INPUT_COLUMNS}
+    return Schema(
+        [
+            ColSpec(
+                "long" if name in whole else "string",
+                name,
+                required=name not in columns.NULLABLE_COLUMNS,
+            )
+            for name in frame.columns
+        ]
+    )
+
+
 def log_dataset(
     frame: pd.DataFrame, name: str, uri: str, sha256: str, model_id: str | None = None
 ) -> PandasDataset:
@@ -88,9 +104,9 @@ def log_dataset(
         name=name,
         digest=hashlib.sha256(f"{sha256}:{len(frame)}".encode()).hexdigest()[:32],
     )
-    # MLflow infers the schema value by value (about a minute for future_data's 81,000 rows of
-    # text columns here); column types come from the first rows just as well.
-    dataset.schema = infer_signature(frame.head(SCHEMA_SAMPLE_ROWS)).inputs
+    # Declared, not inferred: inference reads every value (about a minute for future_data) and
+    # cannot know which integer columns may be missing.
+    dataset.schema = dataset_schema(frame)
     mlflow.log_input(
         dataset,
         context=DATASET_CONTEXTS.get(name),

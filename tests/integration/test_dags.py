@@ -141,6 +141,10 @@ def test_dagbag_imports_cleanly_without_heavy_modules(airflow_harness):
     assert bag["heavy_modules_loaded"] == []
     assert all(bag["docs"].values())
     assert bag["tasks_without_timeout"] == []
+    # Airflow's own CLI loads the folder too (it does not put dags/ on sys.path).
+    assert airflow_harness.cli("dags", "list-import-errors", "--local") == []
+    listed = airflow_harness.cli("dags", "list", "--local")
+    assert sorted(dag["dag_id"] for dag in listed) == bag["dag_ids"]
 
 
 def test_training_dag_trains_registers_and_triggers_deployment(scenario):

@@ -1,9 +1,10 @@
 """What the Health Predict DAGs share: default task arguments, parameter helpers, gate parameter
 names and the deploy branch.
 
-Imported by the DAG files as a top-level module: every Airflow component that parses DAGs (the
-dag-processor, ``airflow dags reserialize``, the task runner) puts the DAGs folder on ``sys.path``.
-Like the DAG files, it imports no heavy library at parse time.
+A library module (not in ``dags/``), so every Airflow component that loads the DAG files finds it
+through the project on ``sys.path`` (``PYTHONPATH``), the CLI (``airflow dags list --local``)
+included, which does not put the DAGs folder on ``sys.path``. Like the DAG files, it imports no
+heavy library at parse time (nor does ``steps/orchestration/__init__.py``).
 """
 
 from __future__ import annotations
