@@ -1,4 +1,4 @@
-"""Train: Ray Tune HPO over four model families; refit, calibrate, evaluate and log each best.
+"""Train: Ray Tune HPO over the chosen model families (of five); refit, calibrate, evaluate, log.
 
 Run layout in MLflow (experiment ``HealthPredict_Training``): the training run (role
 ``training``) holds one ``family_parent`` run per family with one nested ``trial`` run per Ray Tune
