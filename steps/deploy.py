@@ -27,7 +27,10 @@ from steps.deployment.rollout import deploy
 HELP = {
     "target": "k8s (image, ECR, rollout), docker (image, local container) or local (serve here)",
     "model_uri": "model to deploy; an alias is pinned to its version",
-    "output_dir": "where the hardened Dockerfile and its context are written",
+    "output_dir": (
+        "where the hardened Dockerfile and its context are written (empty: "
+        "~/.cache/health-predict/serving); an existing folder deploy did not write is refused"
+    ),
     "ecr_repository": "ECR repository of the image (k8s)",
     "aws_region": "AWS region of ECR and the cluster (k8s)",
     "namespace": "Kubernetes namespace of the Deployment",

@@ -70,7 +70,7 @@ TARGETS = ("k8s", "docker", "local")
 def deploy(
     target: str = "k8s",
     model_uri: str = config.CHAMPION_MODEL_URI,
-    output_dir: str | Path = "build/serving",
+    output_dir: str | Path = "",
     ecr_repository: str = "health-predict",
     aws_region: str = "us-east-1",
     namespace: str = "health-predict",
@@ -90,7 +90,7 @@ def deploy(
         mlflow.set_tags({tracking.STEP_TAG: "deploy", "health_predict.target": target})
         config.log_resolved_params({"model_uri": model.uri, "model_version": model.version or ""})
         if target == "local":
-            dockerfile = write_hardened_dockerfile(model.uri, Path(output_dir), workers)
+            dockerfile = write_hardened_dockerfile(model.uri, output_dir, workers)
             mlflow.log_artifact(str(dockerfile), artifact_path="serving")
             result = DeployResult(target=target, model=model, dockerfile=dockerfile)
             with server.serve_model(model.uri, workers=workers) as base_url:
@@ -98,17 +98,17 @@ def deploy(
                     base_url, server.serving_input_example(model.uri)
                 )
         elif target == "docker":
-            result = _deploy_docker(model, Path(output_dir), workers)
+            result = _deploy_docker(model, output_dir, workers)
         else:
             result = _deploy_k8s(
-                model, Path(output_dir), workers, registry, ecr_repository, aws_region,
+                model, output_dir, workers, registry, ecr_repository, aws_region,
                 namespace, deployment, rollout_timeout_s,
             )  # fmt: skip
         mlflow.set_tag("health_predict.status", "deployed")
     return result
 
 
-def _deploy_docker(model: ResolvedModel, output_dir: Path, workers: int) -> DeployResult:
+def _deploy_docker(model: ResolvedModel, output_dir: str | Path, workers: int) -> DeployResult:
     """Build the image, run it detached on a free loopback port, wait healthy, smoke-test."""
     if problem := check_docker():
         raise DeployError(problem)
@@ -129,7 +129,7 @@ def _deploy_docker(model: ResolvedModel, output_dir: Path, workers: int) -> Depl
 
 
 def _deploy_k8s(
-    model: ResolvedModel, output_dir: Path, workers: int, registry: str, repository: str,
+    model: ResolvedModel, output_dir: str | Path, workers: int, registry: str, repository: str,
     aws_region: str, namespace: str, deployment: str, rollout_timeout_s: float,
 ) -> DeployResult:  # fmt: skip
     """Build, push (immutable tag ``v<version>``), then roll out; stops with what was done."""

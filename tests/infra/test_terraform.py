@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import hcl2
@@ -337,6 +339,7 @@ def test_user_data_installs_the_toolchain_and_starts_the_stack():
 def rendered_user_data(variables_only_module: Path) -> str:
     """The user data script as terraform renders it, with example values."""
     values = {name: f"example-{name}" for name in template_placeholders()}
+    values["aws_region"] = "eu-west-1"  # a real region name: boto3 resolves endpoints from it
     arguments = ", ".join(f'{name} = "{value}"' for name, value in sorted(values.items()))
     expression = f'jsonencode(templatefile("{USER_DATA_TEMPLATE}", {{{arguments}}}))\n'
     result = run_terraform(["console", *var_args(VALID_VARS)], variables_only_module, expression)
@@ -414,6 +417,25 @@ def _env_written_by(rendered_user_data: str, project_dir: Path) -> dict[str, str
     return dict(line.split("=", 1) for line in env_file.read_text().splitlines())
 
 
+def assert_clients_reach_their_own_endpoints(environment: dict) -> None:
+    """boto3, in a process holding only the scheduler's rendered environment, sends S3 calls to
+    the configured endpoint and STS/ECR calls to their own (endpoints resolved, nothing sent)."""
+    program = (
+        "import boto3, json; session = boto3.Session(region_name='eu-west-1'); "
+        "print(json.dumps({s: session.client(s).meta.endpoint_url for s in ('s3', 'sts', 'ecr')}))"
+    )
+    env = {k: str(v) for k, v in environment.items() if v is not None}
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True,
+        env={**env, "PATH": os.environ["PATH"], "HOME": "/nonexistent"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    endpoints = json.loads(result.stdout)
+    assert endpoints["s3"] == environment["AWS_ENDPOINT_URL_S3"]
+    assert endpoints["sts"] == "https://sts.eu-west-1.amazonaws.com"
+    assert endpoints["ecr"] == "https://api.ecr.eu-west-1.amazonaws.com"
+
+
 def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
     rendered_user_data: str, tmp_path: Path
 ):
@@ -454,7 +476,10 @@ def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
     for name in ("mlflow", "airflow-scheduler", "airflow-apiserver"):
         environment = services[name]["environment"]
         assert not environment.get("AWS_ACCESS_KEY_ID"), name
-        assert environment["AWS_ENDPOINT_URL"] == "https://s3.example-aws_region.amazonaws.com"
+        # S3's endpoint alone: a global AWS_ENDPOINT_URL would send STS and ECR calls to S3.
+        assert "AWS_ENDPOINT_URL" not in environment, name
+        assert environment["AWS_ENDPOINT_URL_S3"] == "https://s3.eu-west-1.amazonaws.com"
+    assert_clients_reach_their_own_endpoints(services["airflow-scheduler"]["environment"])
     assert environment["HEALTH_PREDICT_DATA_URI"] == "s3://example-bucket_name/data"
     assert (
         services["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"]
@@ -466,3 +491,53 @@ def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
     # prints a port as "ip:host:container", the plugin as a mapping.
     (port,) = services["airflow-apiserver"]["ports"]
     assert (port["host_ip"] if isinstance(port, dict) else port.split(":")[0]) == "0.0.0.0"
+
+
+FAKE_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: kind, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: kind, user: {token: not-a-real-token}}]
+contexts: [{name: kind, context: {cluster: kind, user: kind}}]
+current-context: kind
+"""
+
+
+def test_airflow_uid_reads_the_internal_kubeconfig_and_reaches_the_cluster_step(
+    rendered_user_data: str,
+):
+    """The rendered kubeconfig block (``kind`` stubbed to print a kubeconfig; no cluster here)
+    leaves the scheduler's kubeconfig readable by uid 50000, the operator's private, and the
+    deploy step's cluster check, run as uid 50000, gets past reading it to the cluster call."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("the block chowns files to uid 50000 and the check runs as it: needs root")
+    block = re.search(r"^AIRFLOW_UID=50000\n.*?^umask 022$", rendered_user_data, re.M | re.S)
+    assert block, "no kubeconfig block for the Airflow uid in the user data"
+    # Outside pytest's owner-only temporary root, so that uid 50000 can reach the file.
+    with tempfile.TemporaryDirectory() as folder:
+        home = Path(folder)
+        home.chmod(0o755)
+        check = _kubeconfig_block_then_cluster_check(block.group(0), home)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.strip() == "the Kubernetes cluster in your kubeconfig is not reachable"
+
+
+def _kubeconfig_block_then_cluster_check(block: str, home: Path):
+    """Run the kubeconfig ``block`` with homes under ``home``, then check_cluster as uid 50000."""
+    script = "\n".join([
+        "set -euo pipefail",
+        "OPERATOR=root",
+        f"kind() {{ cat <<'KUBE'\n{FAKE_KUBECONFIG}KUBE\n}}",
+        block.replace("/home/$OPERATOR", str(home)),
+    ])  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert oct((home / ".kube" / "config").stat().st_mode & 0o777) == "0o600"
+    internal = home / ".kube-internal" / "config"
+    assert oct(internal.stat().st_mode & 0o007) == "0o0", "the kubeconfig is world-readable"
+    return subprocess.run(
+        ["setpriv", "--reuid=50000", "--regid=0", "--clear-groups", sys.executable, "-c",
+         "from steps.deployment.kubernetes import check_cluster; "
+         "print(check_cluster('health-predict', 'health-predict-api'))"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "KUBECONFIG": str(internal)},
+    )  # fmt: skip

@@ -1,0 +1,56 @@
+"""The deploy step's guards that need no model, Docker engine or cluster: an unreadable
+kubeconfig, the default build folder, and never deleting a folder deploy did not write."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from steps.core import config
+from steps.deployment import model_image
+
+
+def test_unreadable_kubeconfig_is_one_clear_problem_not_a_traceback():
+    """As the Airflow uid (50000) against a root-owned 0600 kubeconfig, as on the EC2 host before
+    the user data gave the scheduler its own copy."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("runs the check as uid 50000 against a root-owned file: needs root")
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder).chmod(0o755)
+        kubeconfig = Path(folder, "config")
+        kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+        kubeconfig.chmod(0o600)
+        check = subprocess.run(
+            ["setpriv", "--reuid=50000", "--regid=0", "--clear-groups", sys.executable, "-c",
+             "from steps.deployment.kubernetes import check_cluster; "
+             "print(check_cluster('health-predict', 'health-predict-api'))"],
+            cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+            env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "KUBECONFIG": str(kubeconfig)},
+        )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.strip().startswith(
+        f"the Kubernetes config {kubeconfig} is not readable by uid 50000"
+    )
+
+
+def test_default_build_folder_is_outside_the_read_only_project_mount(monkeypatch, tmp_path):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    default = model_image.serving_build_dir(config.project_defaults("deploy")["output_dir"])
+    assert default == tmp_path / ".cache" / "health-predict" / "serving"
+    assert not default.is_relative_to(config.PROJECT_ROOT)
+
+
+def test_a_folder_deploy_did_not_write_is_refused_untouched(tmp_path):
+    (tmp_path / "notes.txt").write_text("not the deploy step's")
+    with pytest.raises(model_image.DeployError, match="was not written by deploy.*nothing was"):
+        model_image.write_hardened_dockerfile("runs:/none/model", tmp_path, workers=1)
+    assert (tmp_path / "notes.txt").read_text() == "not the deploy step's"
+    assert sorted(p.name for p in tmp_path.parent.iterdir() if ".partial" in p.name) == []
+
