@@ -49,8 +49,7 @@ def test_default_build_folder_is_outside_the_read_only_project_mount(monkeypatch
 
 def test_a_folder_deploy_did_not_write_is_refused_untouched(tmp_path):
     (tmp_path / "notes.txt").write_text("not the deploy step's")
-    with pytest.raises(model_image.DeployError, match="was not written by deploy.*nothing was"):
+    with pytest.raises(model_image.DeployError, match=r"was not written by deploy.*nothing was"):
         model_image.write_hardened_dockerfile("runs:/none/model", tmp_path, workers=1)
     assert (tmp_path / "notes.txt").read_text() == "not the deploy step's"
     assert sorted(p.name for p in tmp_path.parent.iterdir() if ".partial" in p.name) == []
-
