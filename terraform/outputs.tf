@@ -52,3 +52,8 @@ output "ssh_tunnel_command" {
   description = "SSH tunnel that exposes the Airflow UI, MLflow UI and API on localhost without opening their ports."
   value       = "ssh -N -L ${var.airflow_port}:localhost:${var.airflow_port} -L ${var.mlflow_port}:localhost:${var.mlflow_port} -L ${var.api_node_port}:localhost:${var.api_node_port} ubuntu@${aws_instance.host.public_dns}"
 }
+
+output "data_volume_id" {
+  description = "EBS volume holding the stack's state (Docker data root and .env); snapshotted daily."
+  value       = aws_ebs_volume.data.id
+}

@@ -209,6 +209,43 @@ def test_instance_requires_imdsv2_encrypts_root_volume_and_is_monitored(config):
     assert instance["iam_instance_profile"] == "${aws_iam_instance_profile.host.name}"
 
 
+def test_registry_and_metadata_survive_template_changes_and_host_replacement(config):
+    """No user data change replaces the host; the state lives on its own encrypted volume, not
+    deleted with the host, snapshotted on replacement and daily by a lifecycle policy that
+    targets it, and restorable from a snapshot by one variable."""
+    instance = config["resource"][("aws_instance", "host")]
+    assert instance["user_data_replace_on_change"] is False
+    volume = config["resource"][("aws_ebs_volume", "data")]
+    assert volume["encrypted"] is True and volume["final_snapshot"] is True
+    assert "var.data_volume_snapshot_id" in volume["snapshot_id"]
+    assert volume["availability_zone"] == "${local.availability_zone}"
+    attachment = config["resource"][("aws_volume_attachment", "data")]
+    assert attachment["volume_id"] == "${aws_ebs_volume.data.id}"
+    assert attachment["instance_id"] == "${aws_instance.host.id}"
+    details = config["resource"][("aws_dlm_lifecycle_policy", "data")]["policy_details"][0]
+    assert details["resource_types"] == ["VOLUME"]
+    assert details["target_tags"] == {"Backup": volume["tags"]["Backup"]}
+    assert details["schedule"][0]["retain_rule"][0]["count"] == "${var.data_snapshots_to_keep}"
+    text = USER_DATA_TEMPLATE.read_text()
+    assert '"data-root\\": \\"$DATA_DIR/docker' in text, "Docker's data root is not on the volume"
+    assert 'ln -sfn "$DATA_DIR/stack.env" "$PROJECT_DIR/.env"' in text
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "accepted"),
+    [("", True), ("snap-0123456789abcdef0", True), ("vol-0123456789abcdef0", False)],
+)
+def test_data_volume_snapshot_validation(variables_only_module: Path, snapshot, accepted):
+    values = {**VALID_VARS, "data_volume_snapshot_id": snapshot}
+    result = run_terraform(
+        ["plan", "-input=false", "-no-color", "-lock=false", *var_args(values)],
+        variables_only_module,
+    )
+    assert (result.returncode == 0) == accepted, result.stderr
+    if not accepted:
+        assert "data_volume_snapshot_id" in result.stderr
+
+
 def test_every_variable_is_typed_and_described(config):
     for name, body in config["variable"].items():
         assert body.get("type"), f"variable {name} has no type"
@@ -403,6 +440,7 @@ def _env_written_by(rendered_user_data: str, project_dir: Path) -> dict[str, str
     script = "\n".join([
         "set -euo pipefail",
         f"PROJECT_DIR={project_dir}",
+        f"DATA_DIR={project_dir}",
         "OPERATOR=$(id -un)",
         "SERVICES_IMAGE=health-predict-services:0123456789ab",
         "PUBLIC_DNS=ec2-203-0-113-7.compute-1.amazonaws.com",
