@@ -30,11 +30,10 @@ resource "aws_instance" "host" {
   metadata_options {
     http_endpoint = "enabled"
     http_tokens   = "required"
-    # 2, not 1: the MLflow server (artifact proxy to s3://<bucket>/mlflow-artifacts) and the
-    # Airflow containers (data store on s3://<bucket>/data, ECR push by `deploy`) run on compose's
-    # bridge network, one hop behind the host, and hold no keys: they use the instance role
-    # through IMDSv2. With 1 they get no credentials. The role is least-privilege (iam.tf).
-    http_put_response_hop_limit = 2
+    # 1: only the host itself reaches IMDS, so no container (kind pods included) can take the
+    # role's credentials; the host copies them for the two services that need S3/ECR
+    # (user data, "AWS credentials for the containers"; docker/compose.aws.yml).
+    http_put_response_hop_limit = 1
     instance_metadata_tags      = "disabled"
   }
 

@@ -29,18 +29,18 @@ output "ecr_repository_url" {
 }
 
 output "mlflow_url" {
-  description = "MLflow UI and tracking URI (reachable from allowed_cidr)."
-  value       = "http://${aws_instance.host.public_dns}:${var.mlflow_port}"
+  description = "MLflow UI and tracking URI, TLS through nginx (reachable from allowed_cidr)."
+  value       = "https://${aws_instance.host.public_dns}:${var.mlflow_port}"
 }
 
 output "airflow_url" {
-  description = "Airflow UI (reachable from allowed_cidr)."
-  value       = "http://${aws_instance.host.public_dns}:${var.airflow_port}"
+  description = "Airflow UI, TLS through nginx (reachable from allowed_cidr)."
+  value       = "https://${aws_instance.host.public_dns}:${var.airflow_port}"
 }
 
 output "api_url" {
-  description = "Model API base URL through the kind NodePort (reachable from allowed_cidr)."
-  value       = "http://${aws_instance.host.public_dns}:${var.api_node_port}"
+  description = "Model API base URL, TLS through nginx with a bearer token (reachable from allowed_cidr)."
+  value       = "https://${aws_instance.host.public_dns}:${var.api_node_port}"
 }
 
 output "ssh_command" {

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import hcl2
@@ -203,6 +204,7 @@ def test_instance_requires_imdsv2_encrypts_root_volume_and_is_monitored(config):
     metadata = instance["metadata_options"][0]
     assert metadata["http_tokens"] == "required"
     assert metadata["http_endpoint"] == "enabled"
+    assert metadata["http_put_response_hop_limit"] == 1, "containers could take role credentials"
     assert instance["root_block_device"][0]["encrypted"] is True
     assert instance["monitoring"] is True
     assert instance["instance_type"] == "${var.instance_type}"
@@ -446,6 +448,7 @@ def _env_written_by(rendered_user_data: str, project_dir: Path) -> dict[str, str
         "PUBLIC_DNS=ec2-203-0-113-7.compute-1.amazonaws.com",
         "PUBLIC_IP=203.0.113.7",
         "getent() { echo docker:x:998:; }",
+        *re.findall(r"^[A-Z_]+_LOCAL_PORT=\d+$", rendered_user_data, re.M),
         block.group(0),
     ])  # fmt: skip
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
@@ -498,9 +501,11 @@ def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
         command = services_stack.compose_command()
     except Exception as error:  # neither compose front-end installed
         pytest.skip(str(error))
-    assert env["AIRFLOW_PORT"] == "example-airflow_port"  # terraform's value, as rendered
-    # Numbers for the ports (the rendering's example values are names), a folder to mount.
-    env.update(AIRFLOW_PORT="8080", MLFLOW_PORT="5000", HOST_KUBE_DIR=str(tmp_path))
+    # Loopback ports behind nginx's TLS front, never terraform's published ones.
+    assert (env["AIRFLOW_PORT"], env["MLFLOW_PORT"]) == ("18080", "15000")
+    assert env["AIRFLOW_BASE_URL"].startswith("https://")
+    assert len(env["API_TOKEN"]) >= 32
+    env.update(HOST_KUBE_DIR=str(tmp_path))
     (tmp_path / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     arguments = [arg for name in files for arg in ("-f", str(PROJECT_ROOT / name))]
     result = subprocess.run(
@@ -525,10 +530,20 @@ def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
     )
     assert services["s3"]["entrypoint"] == ["sleep", "infinity"]
     assert services["s3-init"]["entrypoint"] == ["true"]
-    # Published beyond loopback (the security group limits who reaches them); docker-compose 1
-    # prints a port as "ip:host:container", the plugin as a mapping.
-    (port,) = services["airflow-apiserver"]["ports"]
-    assert (port["host_ip"] if isinstance(port, dict) else port.split(":")[0]) == "0.0.0.0"
+    # Published on loopback only (nginx publishes them with TLS); docker-compose 1 prints a port
+    # as "ip:host:container", the plugin as a mapping.
+    for name in ("airflow-apiserver", "mlflow"):
+        (port,) = services[name]["ports"]
+        assert (port["host_ip"] if isinstance(port, dict) else port.split(":")[0]) == "127.0.0.1"
+    # Only the services that need S3/ECR get the host's copy of the role credentials.
+    holders = {
+        name for name, service in services.items()
+        if any("/opt/aws" in str(volume) for volume in service.get("volumes", []))
+    }  # fmt: skip
+    assert holders == {
+        "mlflow", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+        "airflow-triggerer",
+    }  # fmt: skip
 
 
 FAKE_KUBECONFIG = """apiVersion: v1
@@ -579,3 +594,124 @@ def _kubeconfig_block_then_cluster_check(block: str, home: Path):
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
         env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "KUBECONFIG": str(internal)},
     )  # fmt: skip
+
+
+def _block(rendered_user_data: str, title: str) -> str:
+    block = re.search(
+        rf"^# --- {title} .*?^# --- end {title} ---$", rendered_user_data, re.M | re.S
+    )
+    assert block, f"no '{title}' block in the user data"
+    return block.group(0)
+
+
+FAKE_ROLE_CREDENTIALS = {
+    "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "ASIAEXAMPLEEXAMPLE00",
+    "SecretAccessKey": "example-secret", "Token": "example-session-token",
+    "Expiration": "2099-01-01T00:00:00Z", "LastUpdated": "2026-01-01T00:00:00Z",
+}  # fmt: skip
+
+
+def test_containers_get_role_credentials_from_the_host_copy(rendered_user_data, tmp_path):
+    """The rendered refresher (IMDS faked by a ``curl`` stub: no EC2 here) writes a copy that
+    boto3 reads through the written credential_process config, as MLflow and Airflow do."""
+    block = _block(rendered_user_data, "AWS credentials")
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "curl").write_text(
+        '#!/bin/bash\ncase "$*" in *api/token*) echo token;; *security-credentials/\\ *|'
+        f"*security-credentials/) echo host-role;; *) echo '{json.dumps(FAKE_ROLE_CREDENTIALS)}';;"
+        " esac\n"
+    )
+    (stub / "curl").chmod(0o755)
+    aws_dir = tmp_path / "data" / "aws"
+    script = "\n".join([
+        "set -euo pipefail", f"DATA_DIR={tmp_path / 'data'}", f"export PATH={stub}:$PATH",
+        block.replace("/usr/local/sbin/", f"{tmp_path}/"),
+        f'{tmp_path}/health-predict-aws-credentials "$AWS_DIR"',
+    ])  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert oct((aws_dir / "credentials.json").stat().st_mode & 0o777) == "0o640"
+    config_file = tmp_path / "config"
+    config_file.write_text((aws_dir / "config").read_text().replace("/opt/aws", str(aws_dir)))
+    program = (
+        "import boto3; c = boto3.Session().get_credentials().get_frozen_credentials(); "
+        "print(c.access_key, c.token)"
+    )
+    resolved = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_CONFIG_FILE": str(config_file),
+             "AWS_EC2_METADATA_DISABLED": "true"},
+    )  # fmt: skip
+    assert resolved.returncode == 0, resolved.stderr
+    assert resolved.stdout.split() == ["ASIAEXAMPLEEXAMPLE00", "example-session-token"]
+
+
+def test_tls_front_publishes_over_https_and_guards_the_model_api(rendered_user_data, tmp_path):
+    """The rendered nginx block, run with this machine's nginx and openssl in front of a local
+    stand-in for the model API: TLS with the generated certificate, 401 without the token."""
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed (Debian package nginx)")
+    import http.server
+    import threading
+
+    import requests
+
+    from steps.deployment.server import free_port
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"model answer")
+
+        def log_message(self, *args):
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    ports = {name: free_port() for name in ("airflow_port", "mlflow_port", "api_node_port")}
+    block = _block(rendered_user_data, "TLS front")
+    for name, port in ports.items():
+        block = block.replace(f"example-{name}", str(port))
+    site = tmp_path / "site.conf"
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / ".env").write_text("API_TOKEN=" + "ab" * 24 + "\n")
+    script = "\n".join([
+        "set -euo pipefail", f"DATA_DIR={tmp_path}", f"PROJECT_DIR={tmp_path / 'project'}",
+        "PUBLIC_DNS=ec2-203-0-113-7.compute-1.amazonaws.com", "PUBLIC_IP=203.0.113.7",
+        "AIRFLOW_LOCAL_PORT=9", "MLFLOW_LOCAL_PORT=9", f"API_LOCAL_PORT={upstream.server_port}",
+        block.replace("/etc/nginx/conf.d/health-predict.conf", str(site)),
+    ])  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; user root;\n"
+        f"events {{}}\nhttp {{ access_log off; client_body_temp_path {tmp_path}; "
+        f"proxy_temp_path {tmp_path}; include {site}; }}\n"
+    )
+    nginx = subprocess.Popen(
+        ["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        api = f"https://127.0.0.1:{ports['api_node_port']}/invocations"
+        certificate = str(tmp_path / "tls" / "server.crt")
+        for _ in range(50):
+            try:
+                requests.get(api, verify=certificate, timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert requests.get(api, verify=certificate, timeout=5).status_code == 401
+        wrong = {"Authorization": "Bearer " + "cd" * 24}
+        assert requests.get(api, headers=wrong, verify=certificate, timeout=5).status_code == 401
+        right = {"Authorization": "Bearer " + "ab" * 24}
+        answer = requests.get(api, headers=right, verify=certificate, timeout=5)
+        assert (answer.status_code, answer.text) == (200, "model answer")
+        plain = requests.get(api.replace("https", "http"), headers=right, timeout=5)
+        assert plain.status_code == 400 and "model answer" not in plain.text  # no cleartext
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        upstream.shutdown()
