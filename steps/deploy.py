@@ -9,8 +9,9 @@ builds it through :mod:`steps.images` (content-addressed tag, reused when nothin
   before building. Otherwise it builds, pushes ``<registry>/<repository>:v<version>`` (the registry
   host is configuration; ECR hosts get boto3-issued credentials; tags are immutable: the push is
   skipped when the tag holds the same image and refused when it holds another), then sets the
-  Deployment's image, waits for the rollout and rolls back if it does not become ready. With no
-  cluster it stops after the push with one ``error:`` line saying what was done.
+  Deployment's image to the pushed digest, waits for the rollout and rolls back if it does not
+  become ready. With no cluster it stops after the push with one ``error:`` line saying what was
+  done.
 - ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp),
   waits until healthy, smoke-tests it and prints ``SERVING_URL=... CONTAINER=...``.
 - ``target=local``: serves with ``mlflow models serve`` and smoke-tests it with the model's own

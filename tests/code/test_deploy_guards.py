@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from steps.core import config
-from steps.deployment import model_image
+from steps.deployment import model_image, oci
 
 
 def test_unreadable_kubeconfig_is_one_clear_problem_not_a_traceback():
@@ -53,3 +53,33 @@ def test_a_folder_deploy_did_not_write_is_refused_untouched(tmp_path):
         model_image.write_hardened_dockerfile("runs:/none/model", tmp_path, workers=1)
     assert (tmp_path / "notes.txt").read_text() == "not the deploy step's"
     assert sorted(p.name for p in tmp_path.parent.iterdir() if ".partial" in p.name) == []
+
+
+class FakeRegistry(oci.Registry):
+    """Fake of a registry's manifest API (no registry runs in this fast test; the real push and
+    pull-back are in tests/infra/test_deploy_docker.py): a tag holding an OCI index."""
+
+    def __init__(self, manifests: dict[str, dict]):
+        super().__init__("registry.example:5000", "health-predict")
+        self.manifests = manifests
+
+    def manifest(self, tag: str):
+        return (tag, self.manifests[tag]) if tag in self.manifests else None
+
+
+LOCAL_CONFIG = "sha256:" + "c" * 64
+
+
+def test_an_index_holding_the_local_image_is_the_same_image():
+    platform = {"config": {"digest": LOCAL_CONFIG}, "layers": []}
+    attestation = {"config": {"digest": "sha256:" + "a" * 64}, "layers": []}
+    index = {"manifests": [{"digest": "sha256:" + "1" * 64}, {"digest": "sha256:" + "2" * 64}]}
+    registry = FakeRegistry({
+        "sha256:" + "1" * 64: attestation, "sha256:" + "2" * 64: platform, "v3": index,
+    })  # fmt: skip
+    assert oci.holds_image(registry, "sha256:" + "9" * 64, index, {LOCAL_CONFIG})
+    other = {"sha256:" + "d" * 64}
+    assert not oci.holds_image(registry, "sha256:" + "9" * 64, index, other)
+    # The engine's own record of the pushed digest (containerd store: no config to compare).
+    assert oci.holds_image(registry, "sha256:" + "9" * 64, index, {"sha256:" + "9" * 64})
+    assert "application/vnd.oci.image.index.v1+json" in oci.MANIFEST_TYPES
