@@ -12,8 +12,9 @@ builds it through :mod:`steps.images` (content-addressed tag, reused when nothin
   Deployment's image to the pushed digest, waits for the rollout and rolls back if it does not
   become ready. With no cluster it stops after the push with one ``error:`` line saying what was
   done.
-- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp),
-  waits until healthy, smoke-tests it and prints ``SERVING_URL=... CONTAINER=...``.
+- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp,
+  2 GB memory limit), waits until healthy, smoke-tests it, removes the previous deploy's
+  container and prints ``SERVING_URL=... CONTAINER=...``.
 - ``target=local``: serves with ``mlflow models serve`` and smoke-tests it with the model's own
   input example.
 """

@@ -12,8 +12,9 @@ builds it through :mod:`steps.images` (content-addressed tag, reused when nothin
   Deployment's image to the pushed digest, waits for the rollout and rolls back if it does not
   become ready. With no cluster it stops after the push with one ``error:`` line saying what was
   done.
-- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp),
-  waits until healthy, smoke-tests it and prints ``SERVING_URL=... CONTAINER=...``.
+- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp,
+  2 GB memory limit), waits until healthy, smoke-tests it, removes the previous deploy's
+  container and prints ``SERVING_URL=... CONTAINER=...``.
 - ``target=local``: serves with ``mlflow models serve`` and smoke-tests it with the model's own
   input example.
 """
@@ -27,7 +28,12 @@ import mlflow
 
 from steps.core import config, tracking
 from steps.deployment import server
-from steps.deployment.docker_run import check_docker, run_container
+from steps.deployment.docker_run import (
+    SERVING_LABEL,
+    check_docker,
+    remove_previous,
+    run_container,
+)
 from steps.deployment.kubernetes import check_cluster, check_cluster_problem, roll_out
 from steps.deployment.model_image import (
     DeployError,
@@ -116,12 +122,15 @@ def _deploy_docker(model: ResolvedModel, output_dir: str | Path, workers: int) -
     image = build_serving_image(model.uri, output_dir, workers)
     mlflow.log_artifact(str(image.dockerfile), artifact_path="serving")
     mlflow.set_tag("health_predict.image", image.tag)
-    container, base_url = run_container(image.tag)
+    container, base_url = run_container(image.tag, labels={SERVING_LABEL: model.uri})
     try:
         predictions = server.smoke_test(base_url, server.serving_input_example(model.uri))
     except server.ServingError:
         container.remove(force=True)
         raise
+    # The new container answers: the previous deployment's goes (only then, never before).
+    for removed in remove_previous(keep=container.id):
+        print(f"removed the previous serving container {removed}")
     mlflow.set_tags({"health_predict.container": container.id, "health_predict.url": base_url})
     return DeployResult(
         target="docker", model=model, dockerfile=image.dockerfile, image=image.tag,
