@@ -2,10 +2,11 @@
 
 ``python -m benchmarks.soak [--model-uri URI] [--duration-s 600]`` serves the model (default: the
 champion) with ``mlflow models serve -w 2`` on a loopback port, sends a bounded number of requests
-for a bounded time (valid dataframe_records / dataframe_split / CSV batches and the hostile
-requests of tests/api), pings ``/ping`` every 100 ms on the side, samples the workers' RSS every
-second, and prints one JSON line: 5xx count, dropped connections, worker RSS growth from the first
-to the last minute, ``/ping`` p99. ``tests/api/test_soak.py`` runs the same function for 2 minutes.
+for a bounded time (valid dataframe_records / dataframe_split / CSV batches, the hostile
+requests of tests/api and two bodies near the 16 MiB limit holding millions of empty rows), pings
+``/ping`` every 100 ms on the side, samples the workers' RSS every second, and prints one JSON
+line: 5xx count, dropped connections, worker RSS growth from the first to the last minute,
+``/ping`` p99. ``tests/api/test_soak.py`` runs the same function for 2 minutes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 import psutil
 import requests
 
-from custom_pyfunc import columns
+from custom_pyfunc import columns, serving
 from steps.deployment import server
 
 CONCURRENCY = 8
@@ -80,6 +81,14 @@ def _requests(records: list[dict]) -> list[tuple[bytes, str, bool]]:
     ]
     encoded = [(b if isinstance(b, bytes) else b.encode(), t, True) for b, t in valid]
     encoded += [(b.encode(), t, False) for b, t in bad]
+    # Near the body limit and far over the row limit: empty records and empty split rows,
+    # refused before a frame (or a Python object per row) is built.
+    room = serving.DEFAULT_MAX_BODY_BYTES - 64
+    empty_records = b'{"dataframe_records": [' + b",".join([b"{}"] * (room // 3)) + b"]}"
+    empty_rows = (
+        b'{"dataframe_split": {"columns": [], "data": [' + b",".join([b"[]"] * (room // 3)) + b"]}}"
+    )
+    encoded += [(empty_records, "application/json", False), (empty_rows, "application/json", False)]
     return encoded
 
 

@@ -12,7 +12,10 @@ Exposed, in both launch modes (bare ``mlflow models serve`` and the image behind
 Refused: every other path (404; FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json`` included) or
 method (405); the ``instances``/``inputs`` formats (400: they turn null into ``'None'`` and their
 errors quote the input); parquet and every other Content-Type (415); a body over
-:data:`DEFAULT_MAX_BODY_BYTES` (413, from the ``Content-Length`` header before the body is read).
+:data:`DEFAULT_MAX_BODY_BYTES` (413, from the ``Content-Length`` header before the body is read);
+JSON nested deeper than a table or holding more rows than the batch limit, and CSV with more lines
+than it (400, from a scan of the bytes before any row is parsed: 16 MiB of empty records cost
+parsing first ~58 s and >500 MB).
 Every error names columns and problems, never a value, and nothing here logs a request body.
 
 MLflow's own ``invocations`` quotes the whole input in its errors, answers 500 to JSON nested
@@ -34,6 +37,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
@@ -45,6 +49,11 @@ MAX_BODY_BYTES_ENV = "HEALTH_PREDICT_MAX_BODY_BYTES"
 # docker/serving/nginx.conf caps bodies at the same size (client_max_body_size 16m).
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
+# Deepest JSON a table format needs: body → dataframe_split → data → row (records: one less).
+MAX_JSON_DEPTH = 4
+# Leaf arrays/objects that are not rows: dataframe_split's columns and index, an empty data list.
+_NON_ROW_LEAVES = 3
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"{}[]')))
 MAX_INTEGER_DIGITS = 18  # every int64 count fits; longer ones would overflow float conversion
 ROUTES = {"/ping": {"GET", "HEAD"}, "/health": {"GET", "HEAD"}, "/version": {"GET", "HEAD"}}
 ROUTES["/invocations"] = {"POST"}
@@ -126,6 +135,51 @@ def _load_json(data: bytes) -> Any:
         raise _bad_request("The request body holds a number too long to read.") from None
 
 
+def _too_many_rows(limit: int) -> validation.InvalidModelInput:
+    return validation.InvalidModelInput(
+        [f"the batch has more than {limit} rows ({validation.MAX_BATCH_ROWS_ENV})"]
+    )
+
+
+def _brackets_outside_strings(data: bytes) -> bytes:
+    """The ``{}[]`` of a JSON body in order, those inside strings left out (C-speed byte passes:
+    escapes dropped, everything but quotes and brackets deleted, then quoted spans masked)."""
+    kept = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    if b'"' not in kept:
+        return kept
+    codes = np.frombuffer(kept, dtype=np.uint8)
+    quotes = codes == ord('"')
+    outside = (np.cumsum(quotes, dtype=np.uint8) & 1) == 0  # parity survives the uint8 wrap
+    return codes[outside & ~quotes].tobytes()
+
+
+def _prescan_json(data: bytes, limit: int | None) -> None:
+    """Refuse, before any object is built, JSON nested deeper than a table or holding more than
+    ``limit`` rows: strings dropped, only brackets kept, innermost empty pairs removed a level
+    at a time. The first level removes every row (a leaf) and at most ``_NON_ROW_LEAVES``
+    others, so a count above ``limit + _NON_ROW_LEAVES`` is over the limit for sure (the exact
+    count is checked on the parsed frame). Malformed bodies are left to the JSON parser."""
+    brackets = _brackets_outside_strings(data)
+    for level in range(1, MAX_JSON_DEPTH + 2):
+        if not brackets:
+            return
+        removed = brackets.count(b"{}") + brackets.count(b"[]")
+        # Both pairs marked first, then dropped: one nesting level per pass, never two.
+        brackets = brackets.replace(b"{}", b"\0\0").replace(b"[]", b"\0\0").replace(b"\0", b"")
+        if level == 1 and limit is not None and removed > limit + _NON_ROW_LEAVES:
+            raise _too_many_rows(limit)
+        if removed and level > MAX_JSON_DEPTH:
+            raise _bad_request("The request body is nested too deeply to be a table.")
+        if not removed:
+            return
+
+
+def _prescan_csv(data: bytes, limit: int | None) -> None:
+    """Refuse a CSV body with more than ``limit`` lines after its header before reading it."""
+    if limit is not None and data.count(b"\n") - data.endswith(b"\n") > limit:
+        raise _too_many_rows(limit)
+
+
 def _records_frame(records: Any) -> pd.DataFrame:
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise _bad_request("dataframe_records must be a list of objects, one per encounter.")
@@ -204,9 +258,12 @@ def read_request(data: bytes, content_type: str | None) -> pd.DataFrame:
     """The encounters of an ``/invocations`` body, validated; raises :class:`RefusedRequest` or
     :class:`validation.InvalidModelInput` (both name problems, never values)."""
     media_type = _media_type(content_type)
+    limit = validation.max_batch_rows()
     if media_type == "application/json":
+        _prescan_json(data, limit)
         frame = _json_frame(data)
     else:
+        _prescan_csv(data, limit)
         frame = validation.read_csv_input(io.BytesIO(data))
     return validation.validate_model_input(frame)
 

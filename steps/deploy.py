@@ -9,10 +9,12 @@ builds it through :mod:`steps.images` (content-addressed tag, reused when nothin
   before building. Otherwise it builds, pushes ``<registry>/<repository>:v<version>`` (the registry
   host is configuration; ECR hosts get boto3-issued credentials; tags are immutable: the push is
   skipped when the tag holds the same image and refused when it holds another), then sets the
-  Deployment's image, waits for the rollout and rolls back if it does not become ready. With no
-  cluster it stops after the push with one ``error:`` line saying what was done.
-- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp),
-  waits until healthy, smoke-tests it and prints ``SERVING_URL=... CONTAINER=...``.
+  Deployment's image to the pushed digest, waits for the rollout and rolls back if it does not
+  become ready. With no cluster it stops after the push with one ``error:`` line saying what was
+  done.
+- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp,
+  2 GB memory limit), waits until healthy, smoke-tests it, removes the previous deploy's
+  container and prints ``SERVING_URL=... CONTAINER=...``.
 - ``target=local``: serves with ``mlflow models serve`` and smoke-tests it with the model's own
   input example.
 """
@@ -27,7 +29,10 @@ from steps.deployment.rollout import deploy
 HELP = {
     "target": "k8s (image, ECR, rollout), docker (image, local container) or local (serve here)",
     "model_uri": "model to deploy; an alias is pinned to its version",
-    "output_dir": "where the hardened Dockerfile and its context are written",
+    "output_dir": (
+        "where the hardened Dockerfile and its context are written (empty: "
+        "~/.cache/health-predict/serving); an existing folder deploy did not write is refused"
+    ),
     "ecr_repository": "ECR repository of the image (k8s)",
     "aws_region": "AWS region of ECR and the cluster (k8s)",
     "namespace": "Kubernetes namespace of the Deployment",

@@ -6,7 +6,9 @@ alias ``challenger``, and judges it against the ``champion`` on labelled evaluat
 ``steps.evaluation.gate`` (paired bootstrap, non-inferiority margin, floors). The decision is
 written as tags on the version, the model card becomes its description, and everything is logged
 to a run in
-``HealthPredict_Registry``. ``rollback`` swaps ``champion`` and ``previous-champion``.
+``HealthPredict_Registry``. ``rollback`` swaps ``champion`` and ``previous-champion``, then
+redeploys the restored champion with the ``deploy`` step (``--deploy-target``, ``none``: only the
+aliases move).
 
 Idempotent and crash-safe: the version carries its source run id (tag
 ``health_predict.source_run_id``, set in the same call that creates it), so a second call finds it
@@ -47,12 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rollback", action="store_true", help="point champion back at previous-champion"
     )
+    parser.add_argument(
+        "--deploy-target",
+        choices=("k8s", "docker", "local", "none"),
+        default=config.project_defaults("rollback")["deploy_target"],
+        help="with --rollback: where the restored champion is redeployed (none: nowhere)",
+    )
     args = parser.parse_args(argv)
     config.configure_logging()
     try:
         if args.rollback:
-            print(rollback().verdict())
-            return 0
+            result = rollback()
+            print(result.verdict())
+            return _redeploy(result.champion_version, args.deploy_target)
         policy = gate.GatePolicy(
             margin=args.margin,
             auc_floor=args.auc_floor,
@@ -65,6 +74,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(decision.verdict())
+    return 0
+
+
+def _redeploy(version: str, target: str) -> int:
+    """Deploy champion ``version`` to ``target`` after a rollback; 0, or 1 with an error line."""
+    if target == "none":
+        return 0
+    from steps.deployment import images, rollout, server
+    from steps.deployment.model_image import DeployError
+
+    try:
+        deployed = rollout.deploy(target=target, model_uri=config.model_version_uri(version))
+    except (DeployError, images.ImageError, server.ServingError) as error:
+        print(
+            f"error: rolled back to v{version}, but its redeploy failed: {error}", file=sys.stderr
+        )
+        return 1
+    print(f"redeployed v{version} ({target}): {deployed.image or deployed.url or 'served'}")
     return 0
 
 

@@ -3,10 +3,11 @@
 ``env`` writes ``.env`` (mode 0600, git-ignored) on first run with generated secrets and keeps
 every value already there, then records the services image tag from ``make images``. ``up``
 builds the images and starts the stack; ``serve`` builds the champion's serving image from the
-stack's own MLflow and starts the ``serving`` service; ``down`` removes containers, networks and
-volumes. Works with ``docker compose`` (the plugin) or the standalone ``docker-compose``.
+stack's own MLflow and starts the ``serving`` service; ``down`` removes containers and networks
+and keeps the volumes (the registry's database, auth) unless ``--volumes``. Works with
+``docker compose`` (the plugin) or the standalone ``docker-compose``.
 
-    python -m steps.stack up | serve | down | env
+    python -m steps.stack up | serve | down [--volumes] | env
 """
 
 from __future__ import annotations
@@ -26,10 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``env``, ``up``, ``serve`` or ``down``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("env", "up", "serve", "down"))
+    parser.add_argument(
+        "--volumes", action="store_true",
+        help="with down: delete the volumes too (Postgres: the MLflow registry, Airflow metadata)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.action == "down":
-            compose("--profile", "serving", "down", "-v", "--remove-orphans")
+            volumes = ["--volumes"] if args.volumes else []
+            compose("--profile", "serving", "down", *volumes, "--remove-orphans")
             return 0
         client = images.engine()
         settings = {"SERVICES_IMAGE": images.build_services_image(client)}

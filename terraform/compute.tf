@@ -1,5 +1,9 @@
 # The single host: Ubuntu 24.04 LTS, its user data installs Docker, the Compose plugin, kubectl
 # and kind, clones the project, starts the services stack and creates the kind cluster.
+# Everything stateful (Docker's data root: the Postgres volume holding the MLflow registry and
+# Airflow metadata, the MLflow and Airflow auth volumes, the kind node; and the stack's .env with
+# its generated secrets) lives on the separate data volume below, snapshotted daily, so the root
+# volume holds nothing that a replaced host would need.
 
 data "aws_ssm_parameter" "ami" {
   name = var.ami_ssm_parameter
@@ -26,11 +30,10 @@ resource "aws_instance" "host" {
   metadata_options {
     http_endpoint = "enabled"
     http_tokens   = "required"
-    # 2, not 1: the MLflow server (artifact proxy to s3://<bucket>/mlflow-artifacts) and the
-    # Airflow containers (data store on s3://<bucket>/data, ECR push by `deploy`) run on compose's
-    # bridge network, one hop behind the host, and hold no keys: they use the instance role
-    # through IMDSv2. With 1 they get no credentials. The role is least-privilege (iam.tf).
-    http_put_response_hop_limit = 2
+    # 1: only the host itself reaches IMDS, so no container (kind pods included) can take the
+    # role's credentials; the host copies them for the two services that need S3/ECR
+    # (user data, "AWS credentials for the containers"; docker/compose.aws.yml).
+    http_put_response_hop_limit = 1
     instance_metadata_tags      = "disabled"
   }
 
@@ -53,7 +56,9 @@ resource "aws_instance" "host" {
     mlflow_port            = var.mlflow_port
     api_node_port          = var.api_node_port
   })
-  user_data_replace_on_change = true
+  # A change to the template or its inputs must never replace the host by itself: user data
+  # runs once, at first boot; an operator upgrades a running host as the README says.
+  user_data_replace_on_change = false
 
   # A newer AMI behind the SSM parameter must not replace a running host on the next apply.
   lifecycle {
@@ -65,4 +70,29 @@ resource "aws_instance" "host" {
   }
 
   depends_on = [aws_route.internet]
+}
+
+resource "aws_ebs_volume" "data" {
+  # checkov:skip=CKV_AWS_189:Encrypted with the AWS-managed EBS key, as the root volume; a customer-managed key adds a KMS key and its policy to this single-host, cost-optimised stack (see docs/terraform_guide.md, Hardening further).
+  availability_zone = local.availability_zone
+  type              = "gp3"
+  size              = var.data_volume_size_gb
+  encrypted         = true
+  snapshot_id       = var.data_volume_snapshot_id != "" ? var.data_volume_snapshot_id : null
+  # Replacing or destroying the volume (a restore, terraform destroy) snapshots it first.
+  final_snapshot = true
+
+  tags = {
+    Name = "${local.name}-data"
+    # The snapshot policy (backup.tf) selects volumes by this tag.
+    Backup = "${local.name}-data"
+  }
+}
+
+resource "aws_volume_attachment" "data" {
+  device_name = "/dev/sdf"
+  volume_id   = aws_ebs_volume.data.id
+  instance_id = aws_instance.host.id
+  # Stop the host before detaching, so Postgres is never cut off from its disk while running.
+  stop_instance_before_detaching = true
 }

@@ -29,18 +29,18 @@ output "ecr_repository_url" {
 }
 
 output "mlflow_url" {
-  description = "MLflow UI and tracking URI (reachable from allowed_cidr)."
-  value       = "http://${aws_instance.host.public_dns}:${var.mlflow_port}"
+  description = "MLflow UI and tracking URI, TLS through nginx (reachable from allowed_cidr)."
+  value       = "https://${aws_instance.host.public_dns}:${var.mlflow_port}"
 }
 
 output "airflow_url" {
-  description = "Airflow UI (reachable from allowed_cidr)."
-  value       = "http://${aws_instance.host.public_dns}:${var.airflow_port}"
+  description = "Airflow UI, TLS through nginx (reachable from allowed_cidr)."
+  value       = "https://${aws_instance.host.public_dns}:${var.airflow_port}"
 }
 
 output "api_url" {
-  description = "Model API base URL through the kind NodePort (reachable from allowed_cidr)."
-  value       = "http://${aws_instance.host.public_dns}:${var.api_node_port}"
+  description = "Model API base URL, TLS through nginx with a bearer token (reachable from allowed_cidr)."
+  value       = "https://${aws_instance.host.public_dns}:${var.api_node_port}"
 }
 
 output "ssh_command" {
@@ -51,4 +51,9 @@ output "ssh_command" {
 output "ssh_tunnel_command" {
   description = "SSH tunnel that exposes the Airflow UI, MLflow UI and API on localhost without opening their ports."
   value       = "ssh -N -L ${var.airflow_port}:localhost:${var.airflow_port} -L ${var.mlflow_port}:localhost:${var.mlflow_port} -L ${var.api_node_port}:localhost:${var.api_node_port} ubuntu@${aws_instance.host.public_dns}"
+}
+
+output "data_volume_id" {
+  description = "EBS volume holding the stack's state (Docker data root and .env); snapshotted daily."
+  value       = aws_ebs_volume.data.id
 }

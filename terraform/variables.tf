@@ -97,13 +97,57 @@ variable "ami_ssm_parameter" {
 }
 
 variable "root_volume_size_gb" {
-  description = "Size of the encrypted gp3 root volume in GiB (images, Postgres data, kind node)."
+  description = "Size of the encrypted gp3 root volume in GiB (the OS and the project checkout; nothing stateful)."
   type        = number
   default     = 30
 
   validation {
     condition     = var.root_volume_size_gb >= 20 && var.root_volume_size_gb <= 500
     error_message = "root_volume_size_gb must be between 20 and 500."
+  }
+}
+
+variable "data_volume_size_gb" {
+  description = "Size of the encrypted gp3 data volume in GiB: Docker's data root (Postgres with the MLflow registry and Airflow metadata, images, the kind node) and the stack's .env."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.data_volume_size_gb >= 20 && var.data_volume_size_gb <= 1000
+    error_message = "data_volume_size_gb must be between 20 and 1000."
+  }
+}
+
+variable "data_volume_snapshot_id" {
+  description = "Snapshot to create the data volume from (restore); empty creates an empty volume. Changing it replaces the volume, after a final snapshot of the current one."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^(snap-[0-9a-f]{8,17})?$", var.data_volume_snapshot_id))
+    error_message = "data_volume_snapshot_id must be empty or a snapshot id such as snap-0123456789abcdef0."
+  }
+}
+
+variable "data_snapshot_time_utc" {
+  description = "Time of day (UTC, HH:MM) of the daily data volume snapshot."
+  type        = string
+  default     = "03:00"
+
+  validation {
+    condition     = can(regex("^([01][0-9]|2[0-3]):[0-5][0-9]$", var.data_snapshot_time_utc))
+    error_message = "data_snapshot_time_utc must be a time such as 03:00."
+  }
+}
+
+variable "data_snapshots_to_keep" {
+  description = "Number of daily data volume snapshots kept; older ones are deleted."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.data_snapshots_to_keep >= 1 && var.data_snapshots_to_keep <= 1000
+    error_message = "data_snapshots_to_keep must be between 1 and 1000."
   }
 }
 

@@ -1,12 +1,12 @@
 """Read and write objects in the data store: a local folder or an S3 prefix, through fsspec.
 
-``s3://`` goes to s3fs, which honours ``AWS_ENDPOINT_URL`` (or ``MLFLOW_S3_ENDPOINT_URL``) for
-MinIO or another S3-compatible endpoint; pandas reads such URIs itself with
-``storage_options(uri)``. Listings are never cached (other processes write the same store). Local
-writes go to a hidden sibling file that is then renamed over the target, so a crash never leaves a
-half-written file (fsspec's own local transactions stage files in the system temp folder, from
-where a rename is not atomic); an S3 PUT is atomic by itself. The store holds patient rows, so
-local files are written owner-only (0600) and the folders a write creates too (0700).
+``s3://`` goes to s3fs, pointed at ``AWS_ENDPOINT_URL_S3`` (or ``AWS_ENDPOINT_URL``,
+``MLFLOW_S3_ENDPOINT_URL``) for MinIO or another S3-compatible endpoint; pandas reads such URIs
+itself with ``storage_options(uri)``. Listings are never cached (other processes write the same
+store). Local writes go to a hidden sibling file that is then renamed over the target, so a crash
+never leaves a half-written file (fsspec's own local transactions stage files in the system temp
+folder, from where a rename is not atomic); an S3 PUT is atomic by itself. The store holds patient
+rows, so local files are written owner-only (0600) and the folders a write creates too (0700).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from fsspec import AbstractFileSystem
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
+# S3-compatible endpoint settings, first set wins; the S3-only one leaves STS and ECR alone.
+S3_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
 
 
 class StorageError(RuntimeError):
@@ -49,7 +51,9 @@ def storage_options(uri: str) -> dict[str, Any]:
     # fsspec reuses one client per endpoint (and starts afresh in a forked child): a new one per
     # call costs 30x (3.6 s vs 0.12 s per call on the loaded test machine, moto server).
     options: dict[str, Any] = {"use_listings_cache": False}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    endpoint = next(
+        (os.environ[name] for name in S3_ENDPOINT_VARIABLES if os.environ.get(name)), None
+    )
     if endpoint:
         options["endpoint_url"] = endpoint
     return options

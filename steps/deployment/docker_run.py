@@ -20,11 +20,28 @@ def check_docker() -> str | None:
     return None
 
 
+# Every serving container deploy starts carries this label; a new deploy replaces the previous.
+SERVING_LABEL = "org.health-predict.serving"
+# As k8s/deployment.yaml's limit: a runaway request cannot take the host's memory.
+MEMORY_LIMIT = "2g"
+
+
+def remove_previous(keep: str) -> list[str]:
+    """Stop and remove every labelled serving container except ``keep``; their short ids."""
+    removed = []
+    for container in images.engine().containers.list(all=True, filters={"label": SERVING_LABEL}):
+        if container.id != keep:
+            container.remove(force=True)
+            removed.append(container.short_id)
+    return removed
+
+
 def run_container(
     image: str, port: int | None = None, timeout_s: float = 180, **options
 ) -> tuple[object, str]:
     """Start ``image`` detached on 127.0.0.1:``port`` (free if None), read-only with a tmpfs
-    /tmp as in k8s/deployment.yaml, and wait until its health check says healthy.
+    /tmp and a memory limit as in k8s/deployment.yaml, and wait until its health check says
+    healthy.
 
     Returns (container, base URL). A container that exits, or is not healthy within
     ``timeout_s``, is removed and the error carries its last log lines.
@@ -34,7 +51,7 @@ def run_container(
     container = client.containers.run(
         image, detach=True, ports={"8080/tcp": ("127.0.0.1", port)}, read_only=True,
         tmpfs={"/tmp": "rw,size=256m,mode=1777"}, cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], **options,
+        security_opt=["no-new-privileges"], mem_limit=MEMORY_LIMIT, **options,
     )  # fmt: skip
     deadline = time.monotonic() + timeout_s
     status = "starting"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from steps.deployment.model_image import DeployError
@@ -17,6 +18,11 @@ def check_cluster(namespace: str, deployment: str) -> str | None:
 
     try:
         kube_config.load_kube_config()
+    except PermissionError as error:
+        return (
+            f"the Kubernetes config {error.filename} is not readable by uid {os.getuid()} (give "
+            "that user read access, e.g. chown the file to the uid that runs this step)"
+        )
     except (ConfigException, FileNotFoundError):
         try:
             kube_config.load_incluster_config()

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,17 @@ NGINX_CONF = config.PROJECT_ROOT / "docker" / "serving" / "nginx.conf"
 
 
 APP_UID = 10001
+# Written into every folder write_hardened_dockerfile creates: only such a folder is replaced.
+BUILD_MARKER = ".health-predict-serving-build"
+
+
+def serving_build_dir(output_dir: str | Path = "") -> Path:
+    """Where the serving build context goes: ``output_dir``, or (empty) the user's cache folder,
+    writable wherever the step runs (the project folder is a read-only mount in the stack)."""
+    if str(output_dir):
+        return Path(output_dir).resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache, "health-predict", "serving").resolve()
 
 
 class DeployError(RuntimeError):
@@ -123,14 +135,22 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=180s --retries=3 \\
     return head + hardening + "ENTRYPOINT" + entrypoint
 
 
-def write_hardened_dockerfile(model_uri: str, output_dir: Path, workers: int) -> Path:
+def write_hardened_dockerfile(model_uri: str, output_dir: str | Path, workers: int) -> Path:
     """``output_dir/Dockerfile`` (hardened) with the model and nginx config beside it.
 
+    ``output_dir`` defaults to :func:`serving_build_dir`. It is replaced only when missing, empty
+    or written here before (it holds ``BUILD_MARKER``); any other folder is refused untouched.
     Generated in a sibling temporary folder and moved into place only when complete.
     """
-    output_dir = Path(output_dir).resolve()
-    partial = output_dir.with_name(f".{output_dir.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    output_dir = serving_build_dir(output_dir)
+    ours = (output_dir / BUILD_MARKER).is_file()
+    if output_dir.exists() and not ours and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise DeployError(
+            f"output_dir {output_dir} exists and was not written by deploy (no "
+            f"{BUILD_MARKER} in it): choose an empty or new folder; nothing was deleted"
+        )
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     env = {
         **os.environ,
@@ -149,8 +169,9 @@ def write_hardened_dockerfile(model_uri: str, output_dir: Path, workers: int) ->
     dockerfile = partial / "Dockerfile"
     dockerfile.write_text(harden_dockerfile(dockerfile.read_text(), workers))
     shutil.copy(NGINX_CONF, partial / "nginx.conf")
-    shutil.rmtree(output_dir, ignore_errors=True)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    (partial / BUILD_MARKER).write_text(f"serving build context of {model_uri}\n")
+    if output_dir.is_dir():
+        shutil.rmtree(output_dir)
     partial.rename(output_dir)
     return output_dir / "Dockerfile"
 
@@ -167,7 +188,7 @@ class ServingImage:
 
 def build_serving_image(
     model_uri: str,
-    output_dir: str | Path = "build/serving",
+    output_dir: str | Path = "",
     workers: int = 2,
     nocache: bool = False,
 ) -> ServingImage:
@@ -177,7 +198,7 @@ def build_serving_image(
     only the saved model and what its requirements name (see :mod:`steps.images`).
     """
     model = resolve_model(model_uri)
-    dockerfile = write_hardened_dockerfile(model.uri, Path(output_dir), workers)
+    dockerfile = write_hardened_dockerfile(model.uri, output_dir, workers)
     client = images.engine()
     model_dirs = [p.parent for p in (dockerfile.parent / "model_dir").rglob("requirements.txt")]
     requirements = images.model_requirements(model_dirs[0]) if model_dirs else []

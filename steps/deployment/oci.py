@@ -35,6 +35,9 @@ ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$"
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.image.manifest.v1+json",
+    # What BuildKit and the containerd image store push: an index of per-platform manifests.
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
 ])  # fmt: skip
 
 
@@ -69,11 +72,13 @@ class Registry:
         return {"username": username, "password": password}
 
     def manifest(self, tag: str) -> tuple[str, dict] | None:
-        """(digest, manifest) of ``tag`` in the registry, None when the tag does not exist."""
+        """(digest, manifest) of ``tag`` (or a ``sha256:`` digest) in the registry, None when it
+        does not exist."""
         if self.is_ecr:
+            key = "imageDigest" if tag.startswith("sha256:") else "imageTag"
             found = self._ecr().batch_get_image(
                 repositoryName=self.repository,
-                imageIds=[{"imageTag": tag}],
+                imageIds=[{key: tag}],
                 acceptedMediaTypes=MANIFEST_TYPES.split(", "),
             )["images"]
             if not found:
@@ -105,18 +110,36 @@ def resolve_registry(registry: str, repository: str, aws_region: str) -> Registr
     return Registry(host, name, aws_region)
 
 
+def holds_image(registry: Registry, digest: str, manifest: dict, identities: set[str]) -> bool:
+    """Whether the registry's ``digest``/``manifest`` is the local image known by
+    ``identities`` (its id, which is its config digest, and the digests the engine recorded for
+    it): the digest itself, the manifest's config, or, for an index, one of its manifests'."""
+    if digest in identities:
+        return True
+    if "manifests" in manifest:
+        for entry in manifest["manifests"]:
+            found = registry.manifest(entry["digest"])
+            if found is not None and holds_image(registry, *found, identities):
+                return True
+        return False
+    return manifest.get("config", {}).get("digest") in identities
+
+
 def push_image(image: ServingImage, registry: Registry, tag: str) -> str:
     """Push ``image`` as ``<registry>/<repository>:<tag>``; returns ``repository@digest``.
 
-    Tags are immutable (as on ECR): when the tag already holds this image (same config digest)
-    the push is skipped; when it holds another image the deployment stops.
+    Tags are immutable (as on ECR): when the tag already holds this image (see
+    :func:`holds_image`; image manifests and indexes) the push is skipped; when it holds another
+    image the deployment stops.
     """
     client = images.engine()
     reference = f"{registry.image_repository}:{tag}"
     existing = registry.manifest(tag)
     if existing is not None:
         digest, manifest = existing
-        if manifest.get("config", {}).get("digest") != image.id:
+        recorded = client.images.get(image.tag).attrs.get("RepoDigests") or []
+        identities = {image.id, *(entry.rsplit("@", 1)[-1] for entry in recorded)}
+        if not holds_image(registry, digest, manifest, identities):
             raise DeployError(
                 f"{reference} already holds another image ({digest}); tags are immutable: "
                 "register a new model version instead of overwriting this one"

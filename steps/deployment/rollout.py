@@ -9,10 +9,12 @@ builds it through :mod:`steps.images` (content-addressed tag, reused when nothin
   before building. Otherwise it builds, pushes ``<registry>/<repository>:v<version>`` (the registry
   host is configuration; ECR hosts get boto3-issued credentials; tags are immutable: the push is
   skipped when the tag holds the same image and refused when it holds another), then sets the
-  Deployment's image, waits for the rollout and rolls back if it does not become ready. With no
-  cluster it stops after the push with one ``error:`` line saying what was done.
-- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp),
-  waits until healthy, smoke-tests it and prints ``SERVING_URL=... CONTAINER=...``.
+  Deployment's image to the pushed digest, waits for the rollout and rolls back if it does not
+  become ready. With no cluster it stops after the push with one ``error:`` line saying what was
+  done.
+- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp,
+  2 GB memory limit), waits until healthy, smoke-tests it, removes the previous deploy's
+  container and prints ``SERVING_URL=... CONTAINER=...``.
 - ``target=local``: serves with ``mlflow models serve`` and smoke-tests it with the model's own
   input example.
 """
@@ -26,7 +28,12 @@ import mlflow
 
 from steps.core import config, tracking
 from steps.deployment import server
-from steps.deployment.docker_run import check_docker, run_container
+from steps.deployment.docker_run import (
+    SERVING_LABEL,
+    check_docker,
+    remove_previous,
+    run_container,
+)
 from steps.deployment.kubernetes import check_cluster, check_cluster_problem, roll_out
 from steps.deployment.model_image import (
     DeployError,
@@ -70,7 +77,7 @@ TARGETS = ("k8s", "docker", "local")
 def deploy(
     target: str = "k8s",
     model_uri: str = config.CHAMPION_MODEL_URI,
-    output_dir: str | Path = "build/serving",
+    output_dir: str | Path = "",
     ecr_repository: str = "health-predict",
     aws_region: str = "us-east-1",
     namespace: str = "health-predict",
@@ -90,7 +97,7 @@ def deploy(
         mlflow.set_tags({tracking.STEP_TAG: "deploy", tracking.TARGET_TAG: target})
         config.log_resolved_params({"model_uri": model.uri, "model_version": model.version or ""})
         if target == "local":
-            dockerfile = write_hardened_dockerfile(model.uri, Path(output_dir), workers)
+            dockerfile = write_hardened_dockerfile(model.uri, output_dir, workers)
             mlflow.log_artifact(str(dockerfile), artifact_path="serving")
             result = DeployResult(target=target, model=model, dockerfile=dockerfile)
             with server.serve_model(model.uri, workers=workers) as base_url:
@@ -98,29 +105,32 @@ def deploy(
                     base_url, server.serving_input_example(model.uri)
                 )
         elif target == "docker":
-            result = _deploy_docker(model, Path(output_dir), workers)
+            result = _deploy_docker(model, output_dir, workers)
         else:
             result = _deploy_k8s(
-                model, Path(output_dir), workers, registry, ecr_repository, aws_region,
+                model, output_dir, workers, registry, ecr_repository, aws_region,
                 namespace, deployment, rollout_timeout_s,
             )  # fmt: skip
         mlflow.set_tag(tracking.STATUS_TAG, "deployed")
     return result
 
 
-def _deploy_docker(model: ResolvedModel, output_dir: Path, workers: int) -> DeployResult:
+def _deploy_docker(model: ResolvedModel, output_dir: str | Path, workers: int) -> DeployResult:
     """Build the image, run it detached on a free loopback port, wait healthy, smoke-test."""
     if problem := check_docker():
         raise DeployError(problem)
     image = build_serving_image(model.uri, output_dir, workers)
     mlflow.log_artifact(str(image.dockerfile), artifact_path="serving")
     mlflow.set_tag(tracking.IMAGE_TAG, image.tag)
-    container, base_url = run_container(image.tag)
+    container, base_url = run_container(image.tag, labels={SERVING_LABEL: model.uri})
     try:
         predictions = server.smoke_test(base_url, server.serving_input_example(model.uri))
     except server.ServingError:
         container.remove(force=True)
         raise
+    # The new container answers: the previous deployment's goes (only then, never before).
+    for removed in remove_previous(keep=container.id):
+        print(f"removed the previous serving container {removed}")
     mlflow.set_tags({tracking.CONTAINER_TAG: container.id, tracking.URL_TAG: base_url})
     return DeployResult(
         target="docker", model=model, dockerfile=image.dockerfile, image=image.tag,
@@ -129,7 +139,7 @@ def _deploy_docker(model: ResolvedModel, output_dir: Path, workers: int) -> Depl
 
 
 def _deploy_k8s(
-    model: ResolvedModel, output_dir: Path, workers: int, registry: str, repository: str,
+    model: ResolvedModel, output_dir: str | Path, workers: int, registry: str, repository: str,
     aws_region: str, namespace: str, deployment: str, rollout_timeout_s: float,
 ) -> DeployResult:  # fmt: skip
     """Build, push (immutable tag ``v<version>``), then roll out; stops with what was done."""
@@ -157,5 +167,6 @@ def _deploy_k8s(
     # lazy: the kubernetes client takes ~1.7 s to import; only the `k8s` target needs it
     from kubernetes import client
 
-    roll_out(client.AppsV1Api(), namespace, deployment, reference, rollout_timeout_s)
-    return DeployResult(target="k8s", model=model, dockerfile=image.dockerfile, image=reference)
+    # By digest: the Deployment runs exactly the image pushed, whatever the tag says later.
+    roll_out(client.AppsV1Api(), namespace, deployment, pushed, rollout_timeout_s)
+    return DeployResult(target="k8s", model=model, dockerfile=image.dockerfile, image=pushed)

@@ -48,6 +48,7 @@ from steps.registry.versions import (
     PROMOTED_TAG,
     decision_tags,
     promote,
+    promotion_lock,
     register_version,
     start_registry_run,
 )
@@ -269,21 +270,26 @@ def register(
         registered = register_version(client, source, train_run_id)
         version, version_tags = str(registered.version), registered.tags
         mlflow.set_tag("model_version", version)
-        champion_before = tracking.alias_version(config.CHAMPION_ALIAS)
-        if PROMOTED_TAG in version_tags:
-            outcome = _recorded_outcome(version_tags)
-        else:
-            client.set_registered_model_alias(config.MODEL_NAME, config.CHALLENGER_ALIAS, version)
-            decision = _judge_and_record(
-                client, version, source, train_run_id, eval_data_uri, policy, registry_run_id
-            )
-            outcome = _Outcome(decision.promote, decision.reason, "judged", None)
-        interrupted = _interrupted_promotion(outcome, champion_before, version_tags)
-        champion_changed, action = False, outcome.action
-        if (action == "judged" and outcome.promoted) or interrupted:
-            champion_changed = promote(client, version, champion_before)
-            if interrupted and champion_changed:
-                action = "repaired"
+        # One judge-and-promote at a time: the champion read here is still the champion when
+        # the aliases move, and a concurrent register judges against this one's outcome.
+        with promotion_lock(client):
+            champion_before = tracking.alias_version(config.CHAMPION_ALIAS)
+            if PROMOTED_TAG in version_tags:
+                outcome = _recorded_outcome(version_tags)
+            else:
+                client.set_registered_model_alias(
+                    config.MODEL_NAME, config.CHALLENGER_ALIAS, version
+                )
+                decision = _judge_and_record(
+                    client, version, source, train_run_id, eval_data_uri, policy, registry_run_id
+                )
+                outcome = _Outcome(decision.promote, decision.reason, "judged", None)
+            interrupted = _interrupted_promotion(outcome, champion_before, version_tags)
+            champion_changed, action = False, outcome.action
+            if (action == "judged" and outcome.promoted) or interrupted:
+                champion_changed = promote(client, version, champion_before)
+                if interrupted and champion_changed:
+                    action = "repaired"
         result = RegistrationDecision(
             version=version,
             promoted=outcome.promoted,

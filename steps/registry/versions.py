@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +27,48 @@ JUDGED_AGAINST_TAG = "champion_version"
 
 
 NO_VERSION = "none"
+
+# The registry-level mutex of judging and promoting: a registered model of this name exists while
+# one caller holds it (creating a registered model is atomic in every MLflow store).
+LOCK_SUFFIX = ".promotion-lock"
+LOCK_ACQUIRED_TAG = "acquired_at"
+
+
+@contextlib.contextmanager
+def promotion_lock(
+    client: MlflowClient, timeout_s: float = 3600, stale_s: float = 7200, poll_s: float = 1.0
+) -> Iterator[None]:
+    """Hold the registry's promotion lock: one judge-and-promote (or rollback) at a time, across
+    processes and hosts. Waits up to ``timeout_s``; a lock older than ``stale_s`` (a crashed
+    holder) is broken."""
+    name = config.MODEL_NAME + LOCK_SUFFIX
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.create_registered_model(
+                name, tags={LOCK_ACQUIRED_TAG: f"{time.time():.3f}"},
+                description="Held while a register or rollback judges and promotes; "
+                "delete it only if none runs.",
+            )  # fmt: skip
+            break
+        except mlflow.exceptions.MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            held = client.get_registered_model(name).tags.get(LOCK_ACQUIRED_TAG, "0")
+            if time.time() - float(held) > stale_s:
+                client.delete_registered_model(name)
+                continue
+        if time.monotonic() > deadline:
+            raise RegistrationError(
+                f"another register or rollback has held '{name}' for over {timeout_s:.0f} s"
+            )
+        time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            client.delete_registered_model(name)
 
 
 def find_version(client: MlflowClient, source_run_id: str) -> ModelVersion | None:
@@ -135,6 +180,11 @@ def rollback() -> RollbackResult:
     re-promotes it while repairing; a second rollback undoes the first.
     """
     client = tracking.mlflow_client()
+    with promotion_lock(client):
+        return _rollback(client)
+
+
+def _rollback(client: MlflowClient) -> RollbackResult:
     previous = tracking.alias_version(config.PREVIOUS_CHAMPION_ALIAS)
     current = tracking.alias_version(config.CHAMPION_ALIAS)
     if previous is None:

@@ -233,3 +233,16 @@ def test_services_lock_is_the_runtime_subset_at_the_same_versions():
         services
     )
     assert not {"pytest", "ruff", "kubernetes-validate", "nvidia-nccl-cu12"} & set(services)
+
+
+@pytest.mark.parametrize(("argv", "deletes_volumes"), [([], False), (["--volumes"], True)])
+def test_stack_down_keeps_volumes_unless_asked(monkeypatch, argv, deletes_volumes):
+    """Fake: the compose call is recorded instead of run (no Docker engine here)."""
+    from steps import stack
+
+    calls = []
+    monkeypatch.setattr(stack, "compose", lambda *args, **kwargs: calls.append(args))
+    assert stack.main(["down", *argv]) == 0
+    (args,) = calls
+    assert "down" in args
+    assert ("-v" in args or "--volumes" in args) is deletes_volumes

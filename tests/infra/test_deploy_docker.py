@@ -44,6 +44,12 @@ def run_deploy(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 def test_docker_target_via_mlflow_run_serves_on_loopback(serving_image, container_model, tmp_path):
+    import docker
+
+    # A previous deploy's container (created, never started): the new deploy removes it.
+    previous = docker.from_env().containers.create(
+        serving_image.tag, labels={docker_run.SERVING_LABEL: "models:/previous/1"}
+    )
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_EXPERIMENT_ID"}
     env["PATH"] = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"
     completed = subprocess.run(
@@ -57,10 +63,11 @@ def test_docker_target_via_mlflow_run_serves_on_loopback(serving_image, containe
     match = re.fullmatch(r"SERVING_URL=(http://127\.0\.0\.1:\d+) CONTAINER=([0-9a-f]{64})", last)
     assert match, last
     url, container_id = match.groups()
-    import docker
-
+    with pytest.raises(docker.errors.NotFound):
+        previous.reload()
     container = docker.from_env().containers.get(container_id)
     try:
+        assert container.attrs["HostConfig"]["Memory"] == 2 * 1024**3
         assert container.image.id == serving_image.id  # nothing changed: the image was reused
         assert container.attrs["State"]["Health"]["Status"] == "healthy"
         assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True

@@ -20,7 +20,10 @@ from steps.core import config
 from steps.deployment import model_image
 
 K8S_DIR = config.PROJECT_ROOT / "k8s"
-MANIFESTS = ("namespace.yaml", "deployment.yaml", "service.yaml", "networkpolicy.yaml")
+MANIFESTS = (
+    "namespace.yaml", "deployment.yaml", "service.yaml", "networkpolicy.yaml", "hpa.yaml",
+    "pdb.yaml",
+)  # fmt: skip
 K8S_VERSION = kubernetes_validate.latest_version()
 
 
@@ -50,7 +53,8 @@ def test_kustomize_renders_valid_objects_with_the_pinned_image():
     ).stdout
     objects = list(yaml.safe_load_all(rendered))
     assert sorted(o["kind"] for o in objects) == [
-        "Deployment", "Namespace", "NetworkPolicy", "Service",
+        "Deployment", "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy",
+        "PodDisruptionBudget", "Service",
     ]  # fmt: skip
     for obj in objects:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -121,3 +125,17 @@ def test_network_policy_admits_only_http_and_no_egress():
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
     assert policy["egress"] == []
+
+
+def test_autoscaler_and_disruption_budget_keep_the_api_available():
+    deployment = load("deployment.yaml")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    hpa = load("hpa.yaml")["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"],
+    }  # fmt: skip
+    assert 2 <= hpa["minReplicas"] < hpa["maxReplicas"]
+    assert hpa["minReplicas"] == deployment["spec"]["replicas"]
+    pdb = load("pdb.yaml")["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert 1 <= pdb["minAvailable"] < hpa["minReplicas"]

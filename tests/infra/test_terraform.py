@@ -14,6 +14,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import hcl2
@@ -201,10 +204,48 @@ def test_instance_requires_imdsv2_encrypts_root_volume_and_is_monitored(config):
     metadata = instance["metadata_options"][0]
     assert metadata["http_tokens"] == "required"
     assert metadata["http_endpoint"] == "enabled"
+    assert metadata["http_put_response_hop_limit"] == 1, "containers could take role credentials"
     assert instance["root_block_device"][0]["encrypted"] is True
     assert instance["monitoring"] is True
     assert instance["instance_type"] == "${var.instance_type}"
     assert instance["iam_instance_profile"] == "${aws_iam_instance_profile.host.name}"
+
+
+def test_registry_and_metadata_survive_template_changes_and_host_replacement(config):
+    """No user data change replaces the host; the state lives on its own encrypted volume, not
+    deleted with the host, snapshotted on replacement and daily by a lifecycle policy that
+    targets it, and restorable from a snapshot by one variable."""
+    instance = config["resource"][("aws_instance", "host")]
+    assert instance["user_data_replace_on_change"] is False
+    volume = config["resource"][("aws_ebs_volume", "data")]
+    assert volume["encrypted"] is True and volume["final_snapshot"] is True
+    assert "var.data_volume_snapshot_id" in volume["snapshot_id"]
+    assert volume["availability_zone"] == "${local.availability_zone}"
+    attachment = config["resource"][("aws_volume_attachment", "data")]
+    assert attachment["volume_id"] == "${aws_ebs_volume.data.id}"
+    assert attachment["instance_id"] == "${aws_instance.host.id}"
+    details = config["resource"][("aws_dlm_lifecycle_policy", "data")]["policy_details"][0]
+    assert details["resource_types"] == ["VOLUME"]
+    assert details["target_tags"] == {"Backup": volume["tags"]["Backup"]}
+    assert details["schedule"][0]["retain_rule"][0]["count"] == "${var.data_snapshots_to_keep}"
+    text = USER_DATA_TEMPLATE.read_text()
+    assert '"data-root\\": \\"$DATA_DIR/docker' in text, "Docker's data root is not on the volume"
+    assert 'ln -sfn "$DATA_DIR/stack.env" "$PROJECT_DIR/.env"' in text
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "accepted"),
+    [("", True), ("snap-0123456789abcdef0", True), ("vol-0123456789abcdef0", False)],
+)
+def test_data_volume_snapshot_validation(variables_only_module: Path, snapshot, accepted):
+    values = {**VALID_VARS, "data_volume_snapshot_id": snapshot}
+    result = run_terraform(
+        ["plan", "-input=false", "-no-color", "-lock=false", *var_args(values)],
+        variables_only_module,
+    )
+    assert (result.returncode == 0) == accepted, result.stderr
+    if not accepted:
+        assert "data_volume_snapshot_id" in result.stderr
 
 
 def test_every_variable_is_typed_and_described(config):
@@ -337,6 +378,7 @@ def test_user_data_installs_the_toolchain_and_starts_the_stack():
 def rendered_user_data(variables_only_module: Path) -> str:
     """The user data script as terraform renders it, with example values."""
     values = {name: f"example-{name}" for name in template_placeholders()}
+    values["aws_region"] = "eu-west-1"  # a real region name: boto3 resolves endpoints from it
     arguments = ", ".join(f'{name} = "{value}"' for name, value in sorted(values.items()))
     expression = f'jsonencode(templatefile("{USER_DATA_TEMPLATE}", {{{arguments}}}))\n'
     result = run_terraform(["console", *var_args(VALID_VARS)], variables_only_module, expression)
@@ -400,11 +442,13 @@ def _env_written_by(rendered_user_data: str, project_dir: Path) -> dict[str, str
     script = "\n".join([
         "set -euo pipefail",
         f"PROJECT_DIR={project_dir}",
+        f"DATA_DIR={project_dir}",
         "OPERATOR=$(id -un)",
         "SERVICES_IMAGE=health-predict-services:0123456789ab",
         "PUBLIC_DNS=ec2-203-0-113-7.compute-1.amazonaws.com",
         "PUBLIC_IP=203.0.113.7",
         "getent() { echo docker:x:998:; }",
+        *re.findall(r"^[A-Z_]+_LOCAL_PORT=\d+$", rendered_user_data, re.M),
         block.group(0),
     ])  # fmt: skip
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
@@ -412,6 +456,25 @@ def _env_written_by(rendered_user_data: str, project_dir: Path) -> dict[str, str
     env_file = project_dir / ".env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
     return dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+
+
+def assert_clients_reach_their_own_endpoints(environment: dict) -> None:
+    """boto3, in a process holding only the scheduler's rendered environment, sends S3 calls to
+    the configured endpoint and STS/ECR calls to their own (endpoints resolved, nothing sent)."""
+    program = (
+        "import boto3, json; session = boto3.Session(region_name='eu-west-1'); "
+        "print(json.dumps({s: session.client(s).meta.endpoint_url for s in ('s3', 'sts', 'ecr')}))"
+    )
+    env = {k: str(v) for k, v in environment.items() if v is not None}
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True,
+        env={**env, "PATH": os.environ["PATH"], "HOME": "/nonexistent"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    endpoints = json.loads(result.stdout)
+    assert endpoints["s3"] == environment["AWS_ENDPOINT_URL_S3"]
+    assert endpoints["sts"] == "https://sts.eu-west-1.amazonaws.com"
+    assert endpoints["ecr"] == "https://api.ecr.eu-west-1.amazonaws.com"
 
 
 def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
@@ -438,9 +501,11 @@ def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
         command = services_stack.compose_command()
     except Exception as error:  # neither compose front-end installed
         pytest.skip(str(error))
-    assert env["AIRFLOW_PORT"] == "example-airflow_port"  # terraform's value, as rendered
-    # Numbers for the ports (the rendering's example values are names), a folder to mount.
-    env.update(AIRFLOW_PORT="8080", MLFLOW_PORT="5000", HOST_KUBE_DIR=str(tmp_path))
+    # Loopback ports behind nginx's TLS front, never terraform's published ones.
+    assert (env["AIRFLOW_PORT"], env["MLFLOW_PORT"]) == ("18080", "15000")
+    assert env["AIRFLOW_BASE_URL"].startswith("https://")
+    assert len(env["API_TOKEN"]) >= 32
+    env.update(HOST_KUBE_DIR=str(tmp_path))
     (tmp_path / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     arguments = [arg for name in files for arg in ("-f", str(PROJECT_ROOT / name))]
     result = subprocess.run(
@@ -454,7 +519,10 @@ def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
     for name in ("mlflow", "airflow-scheduler", "airflow-apiserver"):
         environment = services[name]["environment"]
         assert not environment.get("AWS_ACCESS_KEY_ID"), name
-        assert environment["AWS_ENDPOINT_URL"] == "https://s3.example-aws_region.amazonaws.com"
+        # S3's endpoint alone: a global AWS_ENDPOINT_URL would send STS and ECR calls to S3.
+        assert "AWS_ENDPOINT_URL" not in environment, name
+        assert environment["AWS_ENDPOINT_URL_S3"] == "https://s3.eu-west-1.amazonaws.com"
+    assert_clients_reach_their_own_endpoints(services["airflow-scheduler"]["environment"])
     assert environment["HEALTH_PREDICT_DATA_URI"] == "s3://example-bucket_name/data"
     assert (
         services["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"]
@@ -462,7 +530,188 @@ def test_user_data_env_and_aws_overlay_start_the_stack_on_the_bucket(
     )
     assert services["s3"]["entrypoint"] == ["sleep", "infinity"]
     assert services["s3-init"]["entrypoint"] == ["true"]
-    # Published beyond loopback (the security group limits who reaches them); docker-compose 1
-    # prints a port as "ip:host:container", the plugin as a mapping.
-    (port,) = services["airflow-apiserver"]["ports"]
-    assert (port["host_ip"] if isinstance(port, dict) else port.split(":")[0]) == "0.0.0.0"
+    # Published on loopback only (nginx publishes them with TLS); docker-compose 1 prints a port
+    # as "ip:host:container", the plugin as a mapping.
+    for name in ("airflow-apiserver", "mlflow"):
+        (port,) = services[name]["ports"]
+        assert (port["host_ip"] if isinstance(port, dict) else port.split(":")[0]) == "127.0.0.1"
+    # Only the services that need S3/ECR get the host's copy of the role credentials.
+    holders = {
+        name for name, service in services.items()
+        if any("/opt/aws" in str(volume) for volume in service.get("volumes", []))
+    }  # fmt: skip
+    assert holders == {
+        "mlflow", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+        "airflow-triggerer",
+    }  # fmt: skip
+
+
+FAKE_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: kind, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: kind, user: {token: not-a-real-token}}]
+contexts: [{name: kind, context: {cluster: kind, user: kind}}]
+current-context: kind
+"""
+
+
+def test_airflow_uid_reads_the_internal_kubeconfig_and_reaches_the_cluster_step(
+    rendered_user_data: str,
+):
+    """The rendered kubeconfig block (``kind`` stubbed to print a kubeconfig; no cluster here)
+    leaves the scheduler's kubeconfig readable by uid 50000, the operator's private, and the
+    deploy step's cluster check, run as uid 50000, gets past reading it to the cluster call."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("the block chowns files to uid 50000 and the check runs as it: needs root")
+    block = re.search(r"^AIRFLOW_UID=50000\n.*?^umask 022$", rendered_user_data, re.M | re.S)
+    assert block, "no kubeconfig block for the Airflow uid in the user data"
+    # Outside pytest's owner-only temporary root, so that uid 50000 can reach the file.
+    with tempfile.TemporaryDirectory() as folder:
+        home = Path(folder)
+        home.chmod(0o755)
+        check = _kubeconfig_block_then_cluster_check(block.group(0), home)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.strip() == "the Kubernetes cluster in your kubeconfig is not reachable"
+
+
+def _kubeconfig_block_then_cluster_check(block: str, home: Path):
+    """Run the kubeconfig ``block`` with homes under ``home``, then check_cluster as uid 50000."""
+    script = "\n".join([
+        "set -euo pipefail",
+        "OPERATOR=root",
+        f"kind() {{ cat <<'KUBE'\n{FAKE_KUBECONFIG}KUBE\n}}",
+        block.replace("/home/$OPERATOR", str(home)),
+    ])  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert oct((home / ".kube" / "config").stat().st_mode & 0o777) == "0o600"
+    internal = home / ".kube-internal" / "config"
+    assert oct(internal.stat().st_mode & 0o007) == "0o0", "the kubeconfig is world-readable"
+    return subprocess.run(
+        ["setpriv", "--reuid=50000", "--regid=0", "--clear-groups", sys.executable, "-c",
+         "from steps.deployment.kubernetes import check_cluster; "
+         "print(check_cluster('health-predict', 'health-predict-api'))"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "KUBECONFIG": str(internal)},
+    )  # fmt: skip
+
+
+def _block(rendered_user_data: str, title: str) -> str:
+    block = re.search(
+        rf"^# --- {title} .*?^# --- end {title} ---$", rendered_user_data, re.M | re.S
+    )
+    assert block, f"no '{title}' block in the user data"
+    return block.group(0)
+
+
+FAKE_ROLE_CREDENTIALS = {
+    "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "ASIAEXAMPLEEXAMPLE00",
+    "SecretAccessKey": "example-secret", "Token": "example-session-token",
+    "Expiration": "2099-01-01T00:00:00Z", "LastUpdated": "2026-01-01T00:00:00Z",
+}  # fmt: skip
+
+
+def test_containers_get_role_credentials_from_the_host_copy(rendered_user_data, tmp_path):
+    """The rendered refresher (IMDS faked by a ``curl`` stub: no EC2 here) writes a copy that
+    boto3 reads through the written credential_process config, as MLflow and Airflow do."""
+    block = _block(rendered_user_data, "AWS credentials")
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "curl").write_text(
+        '#!/bin/bash\ncase "$*" in *api/token*) echo token;; *security-credentials/\\ *|'
+        f"*security-credentials/) echo host-role;; *) echo '{json.dumps(FAKE_ROLE_CREDENTIALS)}';;"
+        " esac\n"
+    )
+    (stub / "curl").chmod(0o755)
+    aws_dir = tmp_path / "data" / "aws"
+    script = "\n".join([
+        "set -euo pipefail", f"DATA_DIR={tmp_path / 'data'}", f"export PATH={stub}:$PATH",
+        block.replace("/usr/local/sbin/", f"{tmp_path}/"),
+        f'{tmp_path}/health-predict-aws-credentials "$AWS_DIR"',
+    ])  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert oct((aws_dir / "credentials.json").stat().st_mode & 0o777) == "0o640"
+    config_file = tmp_path / "config"
+    config_file.write_text((aws_dir / "config").read_text().replace("/opt/aws", str(aws_dir)))
+    program = (
+        "import boto3; c = boto3.Session().get_credentials().get_frozen_credentials(); "
+        "print(c.access_key, c.token)"
+    )
+    resolved = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_CONFIG_FILE": str(config_file),
+             "AWS_EC2_METADATA_DISABLED": "true"},
+    )  # fmt: skip
+    assert resolved.returncode == 0, resolved.stderr
+    assert resolved.stdout.split() == ["ASIAEXAMPLEEXAMPLE00", "example-session-token"]
+
+
+def test_tls_front_publishes_over_https_and_guards_the_model_api(rendered_user_data, tmp_path):
+    """The rendered nginx block, run with this machine's nginx and openssl in front of a local
+    stand-in for the model API: TLS with the generated certificate, 401 without the token."""
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed (Debian package nginx)")
+    import http.server
+    import threading
+
+    import requests
+
+    from steps.deployment.server import free_port
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"model answer")
+
+        def log_message(self, *args):
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    ports = {name: free_port() for name in ("airflow_port", "mlflow_port", "api_node_port")}
+    block = _block(rendered_user_data, "TLS front")
+    for name, port in ports.items():
+        block = block.replace(f"example-{name}", str(port))
+    site = tmp_path / "site.conf"
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / ".env").write_text("API_TOKEN=" + "ab" * 24 + "\n")
+    script = "\n".join([
+        "set -euo pipefail", f"DATA_DIR={tmp_path}", f"PROJECT_DIR={tmp_path / 'project'}",
+        "PUBLIC_DNS=ec2-203-0-113-7.compute-1.amazonaws.com", "PUBLIC_IP=203.0.113.7",
+        "AIRFLOW_LOCAL_PORT=9", "MLFLOW_LOCAL_PORT=9", f"API_LOCAL_PORT={upstream.server_port}",
+        block.replace("/etc/nginx/conf.d/health-predict.conf", str(site)),
+    ])  # fmt: skip
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; user root;\n"
+        f"events {{}}\nhttp {{ access_log off; client_body_temp_path {tmp_path}; "
+        f"proxy_temp_path {tmp_path}; include {site}; }}\n"
+    )
+    nginx = subprocess.Popen(
+        ["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        api = f"https://127.0.0.1:{ports['api_node_port']}/invocations"
+        certificate = str(tmp_path / "tls" / "server.crt")
+        for _ in range(50):
+            try:
+                requests.get(api, verify=certificate, timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert requests.get(api, verify=certificate, timeout=5).status_code == 401
+        wrong = {"Authorization": "Bearer " + "cd" * 24}
+        assert requests.get(api, headers=wrong, verify=certificate, timeout=5).status_code == 401
+        right = {"Authorization": "Bearer " + "ab" * 24}
+        answer = requests.get(api, headers=right, verify=certificate, timeout=5)
+        assert (answer.status_code, answer.text) == (200, "model answer")
+        plain = requests.get(api.replace("https", "http"), headers=right, timeout=5)
+        assert plain.status_code == 400 and "model answer" not in plain.text  # no cleartext
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        upstream.shutdown()

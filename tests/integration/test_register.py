@@ -302,6 +302,25 @@ def test_rollback_restores_the_previous_champion_and_is_not_undone_by_register(
     assert tracking.ROLLED_BACK_TAG not in restored.tags
 
 
+def test_rollback_redeploys_the_restored_champion(backend, client, eval_data_uri, monkeypatch):
+    """Fake: the deploy step records its call instead of building and rolling out (no cluster
+    here; the deploy step itself is tested in tests/code/test_deploy.py)."""
+    from types import SimpleNamespace
+
+    from steps.deployment import rollout
+
+    weak = registration.register(backend.training_runs["weak"], eval_data_uri, POLICY)
+    strong = registration.register(backend.training_runs["strong"], eval_data_uri, POLICY)
+    assert strong.promoted
+    calls = []
+    deployed = SimpleNamespace(image="registry.example/health-predict@sha256:0", url=None)
+    monkeypatch.setattr(rollout, "deploy", lambda **options: calls.append(options) or deployed)
+    assert register.main(["--rollback", "--deploy-target", "k8s"]) == 0
+    assert calls == [{"target": "k8s", "model_uri": config.model_version_uri(weak.version)}]
+    assert register.main(["--rollback", "--deploy-target", "none"]) == 0
+    assert len(calls) == 1 and _aliases(client)["champion"] == strong.version
+
+
 def test_registers_the_best_model_of_a_real_training_run(
     trained_model, session_stores, monkeypatch
 ):
