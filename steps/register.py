@@ -23,6 +23,8 @@ from __future__ import annotations
 import sys
 
 from steps.core import config
+from steps.deployment import images, rollout, server
+from steps.deployment.model_image import DeployError
 from steps.evaluation import gate
 from steps.registry.candidates import RegistrationError
 from steps.registry.registration import register
@@ -81,9 +83,6 @@ def _redeploy(version: str, target: str) -> int:
     """Deploy champion ``version`` to ``target`` after a rollback; 0, or 1 with an error line."""
     if target == "none":
         return 0
-    from steps.deployment import images, rollout, server
-    from steps.deployment.model_image import DeployError
-
     try:
         deployed = rollout.deploy(target=target, model_uri=config.model_version_uri(version))
     except (DeployError, images.ImageError, server.ServingError) as error:
