@@ -58,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     drift = summary["drift"]
-    print(
-        f"drift (diagnostic) share {drift['drift_share']:.2f} ({len(drift['drifted_columns'])} "
-        f"of {drift['compared_columns']} columns); reports in {summary['report_uri']}"
-    )
+    if drift:
+        print(
+            f"drift (diagnostic) share {drift['drift_share']:.2f} "
+            f"({len(drift['drifted_columns'])} of {drift['compared_columns']} columns)"
+        )
+    print(f"reports in {summary['report_uri']}")
     for kind in ("data_quality", "performance", "estimated_performance"):
         for reason in (summary[kind] or {}).get("reasons", []):
             print(f"{kind}: {reason}")

@@ -27,13 +27,7 @@ from steps.core import config, storage, tracking
 from steps.core.tracking import DATA_TAG_PREFIX
 from steps.evaluation import patients
 from steps.monitoring import decision
-from steps.monitoring.decision import (
-    MIN_LABELLED_PER_CLASS,
-    Thresholds,
-    alerts,
-    labels_usable,
-    status_line,
-)
+from steps.monitoring.decision import Thresholds, alerts, judge, labels_usable, status_line
 from steps.monitoring.inputs import (
     EncounterTable,
     MonitorInputError,
@@ -43,7 +37,6 @@ from steps.monitoring.inputs import (
     has_labels,
     load_table,
 )
-from steps.monitoring.performance import assess_estimated, assess_performance, flagged_share
 from steps.monitoring.quality import assess_quality
 from steps.monitoring.reports import (
     PREDICTION,
@@ -217,8 +210,6 @@ def _assess(
     batch = load_table(batch_uri, "batch")
     check_table(batch)
     batch_rows = _valid_rows(batch)
-    if batch_rows.empty:
-        raise MonitorInputError(f"batch {batch_uri}: no row satisfies the model's input contract")
     model = load_model(model_uri)
     lineage = model_lineage_tags(model)
     window = "recent batches" if recent_uri else "fitted on (no recent batch given)"
@@ -228,13 +219,35 @@ def _assess(
     recent_parts = [load_table(uri, "recent batch") for uri in recent_uri.split(",") if uri]
     for part in recent_parts:
         check_table(part)
-    quality = assess_quality(
-        batch.frame,
-        [part.frame for part in recent_parts],
-        thresholds.quality_margin,
-        thresholds.unit_factor,
-        thresholds.z,
-    )
+    common = {
+        "thresholds": thresholds.as_dict(),
+        "batch_uri": batch_uri,
+        "labelled_uri": labelled_uri,
+        "batch_sha256": batch.sha256,
+        "recent_uri": recent_uri,
+        "baseline_uri": baseline_uri,
+        "model_uri": model_uri,
+        "model_id": model_id(model),
+        "report_uri": report_uri
+        or storage.join(data_root, config.DRIFT_REPORTS_DIR, batch_id(batch)),
+    }
+    if batch_rows.empty:
+        # A feed so broken that no row can be scored: a data-quality alert, nothing else judged.
+        quality = assess_quality(
+            batch.frame,
+            [part.frame for part in recent_parts],
+            thresholds.quality_margin,
+            thresholds.unit_factor,
+            thresholds.z,
+        )
+        quality["reasons"].append("no row satisfies the model's input contract")
+        sections = {
+            "data_quality": {**quality, "alert": True, "rows_breaking_contract": len(batch.frame)},
+            "performance": None,
+            "estimated_performance": None,
+            "drift": None,
+        }
+        return {"alerts": alerts(sections), **sections, "labelled_rows": 0, **common}, None, None
     reference = load_table(recent_uri, "recent window")
     batch_clean = features.clean_data(batch.frame)
     reference_clean = features.clean_data(reference.frame)
@@ -273,43 +286,27 @@ def _assess(
         )
     # Death/hospice rows never get a label and are never flagged for follow-up.
     eligible = batch_scores[columns.is_label_eligible(batch.frame.loc[batch_rows]).to_numpy()]
-    budget = alert_budget(model)
     positives = int(batch_labelled[TARGET].sum())
-    performance_result, estimated = None, None
-    if labels_usable(positives, len(batch_labelled) - positives):
-        performance_section = assess_performance(
-            _arrays(batch_labelled), _arrays(baseline_labelled), thresholds
-        )
-        performance_result = performance_report(batch_labelled, baseline_labelled)
-        estimated = assess_estimated(
-            _arrays(batch_labelled), eligible[SCORE].to_numpy(), thresholds
-        )
-    else:
-        performance_section = {
-            "alert": False,
-            "reasons": [],
-            "not_judged": f"fewer than {MIN_LABELLED_PER_CLASS} matured labels per class",
-            "rows": len(batch_labelled),
-            "positives": positives,
-        }
-    flagged = flagged_share(eligible[PREDICTION].to_numpy(), budget, thresholds)
-    performance_section["flagged_share"] = flagged
-    if flagged["alert"]:
-        performance_section["alert"] = True
-        performance_section["reasons"].append(
-            f"flagged share {flagged['share']:.3f} of the batch against the alert budget {budget} "
-            f"(tolerance {thresholds.flag_tolerance}, {thresholds.z} se)"
-        )
+    usable = labels_usable(positives, len(batch_labelled) - positives)
+    judged = judge(
+        batch.frame,
+        eligible[PREDICTION].to_numpy(),
+        eligible[SCORE].to_numpy(),
+        [part.frame for part in recent_parts],
+        _arrays(batch_labelled) if usable else None,
+        _arrays(baseline_labelled),
+        alert_budget(model),
+        thresholds,
+    )
+    performance_result = performance_report(batch_labelled, baseline_labelled) if usable else None
+    judged["performance"].update(rows=len(batch_labelled), positives=positives)
 
     weighted = round(sum(reliance.get(c, 0.0) for c in drifted), 4)
+    judged["data_quality"].update(
+        rows_breaking_contract=len(batch.frame) - len(batch_rows), evidently=drift.data_quality
+    )
     sections = {
-        "data_quality": {
-            **quality,
-            "rows_breaking_contract": len(batch.frame) - len(batch_rows),
-            "evidently": drift.data_quality,
-        },
-        "performance": performance_section,
-        "estimated_performance": estimated,
+        **judged,
         "drift": {
             "reference": window,
             "drift_share": round(len(drifted) / len(drift_columns), 4),
@@ -327,24 +324,15 @@ def _assess(
         **sections,
         "patient_overlap": {"batch": batch_overlap, "baseline": baseline_overlap},
         "labelled_rows": len(batch_labelled),
-        "alert_budget": budget,
-        "thresholds": thresholds.as_dict(),
-        "batch_uri": batch_uri,
-        "labelled_uri": labelled_uri,
-        "batch_sha256": batch.sha256,
-        "recent_uri": recent_uri,
-        "baseline_uri": baseline_uri,
-        "model_uri": model_uri,
-        "model_id": model_id(model),
-        "report_uri": report_uri
-        or storage.join(data_root, config.DRIFT_REPORTS_DIR, batch_id(batch)),
+        "alert_budget": judged["performance"]["flagged_share"]["budget"],
+        **common,
     }
     return summary, drift, performance_result
 
 
 def _publish(
     summary: dict,
-    drift: DataDriftResult,
+    drift: DataDriftResult | None,
     performance: PerformanceResult | None,
     experiment: str,
     started: float,
@@ -354,7 +342,8 @@ def _publish(
     config.ensure_experiment(experiment)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        drift.snapshot.save_html(str(folder / DRIFT_REPORT_NAME))
+        if drift is not None:
+            drift.snapshot.save_html(str(folder / DRIFT_REPORT_NAME))
         if performance is not None:
             performance.snapshot.save_html(str(folder / PERFORMANCE_REPORT_NAME))
         with mlflow.start_run(
@@ -393,14 +382,16 @@ def _metrics(summary: dict) -> dict[str, float]:
         "labelled_rows": summary["labelled_rows"],
         "rows_breaking_contract": quality["rows_breaking_contract"],
         "quality_reasons": len(quality["reasons"]),
-        "drift_share": drift["drift_share"],
-        "reliance_weighted_drift": drift["reliance_weighted_drift"],
-        "prediction_psi": drift["prediction_drift"]["score"],
-        "flagged_share": performance["flagged_share"]["share"],
         "seconds": summary["seconds"],
     })  # fmt: skip
-    metrics.update({f"drift_score.{c}": r["score"] for c, r in drift["column_drift"].items()})
-    if "roc_auc" in performance:
+    if drift:
+        metrics["drift_share"] = drift["drift_share"]
+        metrics["reliance_weighted_drift"] = drift["reliance_weighted_drift"]
+        metrics["prediction_psi"] = drift["prediction_drift"]["score"]
+        metrics.update({f"drift_score.{c}": r["score"] for c, r in drift["column_drift"].items()})
+    if performance and performance["flagged_share"]["share"] is not None:
+        metrics["flagged_share"] = performance["flagged_share"]["share"]
+    if performance and "roc_auc" in performance:
         metrics["roc_auc"] = performance["roc_auc"]["batch"]
         metrics["baseline_roc_auc"] = performance["roc_auc"]["baseline"]
         metrics["observed_over_expected"] = performance["calibration"]["observed_over_expected"]

@@ -97,6 +97,8 @@ def assess_performance(
 def flagged_share(prediction: np.ndarray, budget: float, thresholds) -> dict:
     """Share of rows flagged at the model's threshold, its binomial standard error at the
     ``budget``, and whether it is outside ``budget +- flag_tolerance`` by more than ``z`` se."""
+    if len(prediction) == 0:
+        return {"share": None, "budget": budget, "se": None, "alert": False}
     share = float(np.mean(prediction))
     se = math.sqrt(budget * (1 - budget) / len(prediction))
     alert = _excess(abs(share - budget), se, thresholds.flag_tolerance, thresholds.z)

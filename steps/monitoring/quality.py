@@ -7,8 +7,8 @@ compared with the newest matured batches (the recent window), and one scale:
 * ``invalid``: share of present values that break the input contract (a count outside
   ``columns.COUNT_RANGES`` or not whole, a coded id outside ``columns.CODED_ID_VALUES``, a category
   outside ``columns.CATEGORY_VALUES``; the rules of the served model's validation);
-* ``unseen``: for open categories (ICD-9 codes, specialty, payer), share of present values the
-  recent window never held;
+* ``unseen``: for open categories (ICD-9 codes, specialty, payer) the window held values of, the
+  share of present values it never held;
 * ``scale``: for count columns, the mean present value over the window's (a unit change moves it
   by a factor).
 
@@ -47,7 +47,7 @@ def _counts(frame: pd.DataFrame, known: dict[str, set] | None) -> dict[str, dict
             "invalid": int((violations[name] & present).sum()),
             "present": int(present.sum()),
         }
-        if known is not None and name in OPEN_CATEGORIES:
+        if known and known.get(name):
             entry["unseen"] = int((present & ~values.astype(str).isin(known[name])).sum())
         if name in columns.COUNT_RANGES:
             numbers = pd.to_numeric(values, errors="coerce")
