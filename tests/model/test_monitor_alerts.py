@@ -33,8 +33,8 @@ def setting(processed_data_uri):
     train, label = evaluate.labelled_rows(_read(processed_data_uri, config.INITIAL_TRAIN_KEY))
     model = LogisticRegression(max_iter=1000).fit(train[COUNTS], label)
     test = _read(processed_data_uri, config.INITIAL_TEST_KEY)
-    half = test["patient_nbr"].isin(test["patient_nbr"].drop_duplicates().sample(frac=0.5,
-                                                                                 random_state=1))  # fmt: skip
+    patients = test["patient_nbr"].drop_duplicates().sample(frac=0.5, random_state=1)
+    half = test["patient_nbr"].isin(patients)
     base_rows, base_label = evaluate.labelled_rows(test[half])
     base_p = model.predict_proba(base_rows[COUNTS])[:, 1]
     threshold = evaluate.alert_budget_threshold(base_p, BUDGET)
@@ -137,3 +137,12 @@ def test_delong_standard_error_matches_the_spread_of_resampled_auc():
     draws = [rng.integers(0, 4000, 4000) for _ in range(300)]
     spread = np.std([performance.delong_auc(target[i], scores[i])[0] for i in draws])
     assert se == pytest.approx(spread, rel=0.2)
+
+
+def test_a_batch_of_empty_inputs_names_every_emptied_column(setting):
+    batch = _draw(setting[3], 9)
+    batch[list(columns.INPUT_COLUMNS)] = None
+    found = quality.assess_quality(batch, [_draw(setting[3], 104)], 0.05, 2.0, 3.0)
+    emptied = {r.split(":")[0] for r in found["reasons"] if "entirely empty" in r}
+    held_values = {c for c in columns.INPUT_COLUMNS if _draw(setting[3], 104)[c].notna().any()}
+    assert found["alert"] and emptied == held_values
