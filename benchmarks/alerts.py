@@ -100,8 +100,8 @@ def run(work_dir: Path, args) -> dict:
         return {"flags": flag[eligible], "scores": p[eligible], "labelled": arrays}
 
     def replay(frames, baseline, recalibrate=None, threshold=None, harm=None, harm_at=None,
-               labels=None):  # fmt: skip
-        """Alerts of every batch from ``lag + 1`` on (one recent batch at least)."""
+               labels=None, start=None):  # fmt: skip
+        """Alerts of every batch from ``start`` (default ``lag + 1``: one recent batch at least)."""
         frames = list(frames)
         labels = [dict(v, labelled=dict(v["labelled"])) for v in labels] if labels else [
             scored(f, recalibrate, threshold) for f in frames]  # fmt: skip
@@ -124,7 +124,7 @@ def run(work_dir: Path, args) -> dict:
                     frames[t]["race"] = None
                 labels[t] = scored(frames[t], recalibrate, threshold)
         out = []
-        for t in range(lag + 1, len(frames)):
+        for t in range(start or lag + 1, len(frames)):
             matured = labels[t - lag]["labelled"]
             usable = decision.labels_usable(int(matured["target"].sum()),
                                             int((1 - matured["target"]).sum()))  # fmt: skip
@@ -193,7 +193,7 @@ def run(work_dir: Path, args) -> dict:
             for harm in HARMS:
                 onset = args.harm_at + (lag if EXPECTED[harm] == "performance" else 0)
                 hits = [r["batch"] for r in replay(draws, baseline, platt, threshold, harm,
-                                                   args.harm_at, labels)
+                                                   args.harm_at, labels, args.harm_at)
                         if r["batch"] >= onset and EXPECTED[harm] in r["alerts"]]  # fmt: skip
                 if hits:
                     harmed[harm]["delays"].append(hits[0] - onset)

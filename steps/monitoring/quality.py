@@ -51,6 +51,7 @@ def _counts(frame: pd.DataFrame, known: dict[str, set] | None) -> dict[str, dict
             entry["unseen"] = int((present & ~values.astype(str).isin(known[name])).sum())
         if name in columns.COUNT_RANGES:
             numbers = pd.to_numeric(values, errors="coerce")
+            entry["total"] = float(numbers.sum())
             entry["scale"] = float(numbers.mean()) if numbers.notna().any() else float("nan")
         stats[name] = entry
     return stats
@@ -85,12 +86,11 @@ def assess_quality(
         for name in OPEN_CATEGORIES
     }
     window = [_counts(frame, None) for frame in recent]
-    pooled = _counts(pd.concat(recent, ignore_index=True), None)
     now = _counts(batch, known)
     reasons, figures = [], {}
     for name in columns.INPUT_COLUMNS:
         entry, column = now[name], {}
-        if entry["missing"] == entry["rows"] and pooled[name]["present"]:
+        if entry["missing"] == entry["rows"] and any(w[name]["present"] for w in window):
             reasons.append(f"{name}: entirely empty (the recent batches held values)")
         for kind in SHARES:
             if kind not in entry:
@@ -106,7 +106,8 @@ def assess_quality(
                     f"above {bound:.3f} (recent max {recent_max:.3f} + margin {margin})"
                 )
         if "scale" in entry:
-            base = pooled[name].get("scale", float("nan"))
+            present = sum(w[name]["present"] for w in window)
+            base = sum(w[name]["total"] for w in window) / present if present else float("nan")
             ratio = entry["scale"] / base if base >= MIN_SCALE else float("nan")
             column["scale_ratio"] = round(ratio, 4) if np.isfinite(ratio) else None
             factor = max(ratio, 1 / ratio) if ratio > 0 else float("inf")
