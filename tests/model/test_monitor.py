@@ -30,18 +30,16 @@ def _store(frame: pd.DataFrame, data_uri: str, name: str) -> str:
 
 def test_monitor_run_alerts_reports_and_reruns(processed_data_uri, trained_model, capsys):
     """New inputs drawn from held-out data (3 rows breaking the contract); the matured batch has
-    60% of its positives relabelled (calibration shift) and 700 rows of training patients."""
+    half of its positives relabelled (calibration shift) and 700 rows of training patients."""
     held_out = _read(processed_data_uri, config.INITIAL_TEST_KEY)  # never trained on
     batch = held_out.sample(BATCH_ROWS, replace=True, random_state=11).reset_index(drop=True)
     batch.loc[:2, "time_in_hospital"] = 40
     batch_uri = _store(batch.drop(columns=[columns.LABEL_COLUMN]), processed_data_uri, "new")
     trained_on = _read(processed_data_uri, config.INITIAL_TRAIN_KEY)
-    matured = pd.concat(
-        [held_out.sample(BATCH_ROWS, random_state=14), trained_on.sample(700, random_state=22)],
-        ignore_index=True,
-    )
-    positives = np.flatnonzero((matured["readmitted"] == "<30").to_numpy())
-    matured.loc[positives[: int(0.6 * len(positives))], "readmitted"] = ">30"
+    unseen = held_out.sample(2 * BATCH_ROWS, replace=True, random_state=14)
+    positives = np.flatnonzero((unseen["readmitted"] == "<30").to_numpy())
+    unseen.iloc[positives[::2], unseen.columns.get_loc("readmitted")] = ">30"  # rate halved
+    matured = pd.concat([unseen, trained_on.sample(700, random_state=22)], ignore_index=True)
     matured_uri = _store(matured, processed_data_uri, "matured")
 
     code = monitor.main(
