@@ -90,7 +90,7 @@ def run(work_dir: Path, args) -> dict:
         """Valid rows' scores; label-eligible flags/scores and labelled arrays."""
         valid = frame[~contract_violations(frame).any(axis=1).to_numpy()]
         p = predictor.probability(valid) if len(valid) else np.zeros(0)
-        if recalibrate is not None:
+        if recalibrate is not None and len(p):
             p = recalibrate(p)
         flag = (p >= (predictor.threshold if threshold is None else threshold)).astype(int)
         eligible = columns.is_label_eligible(valid).to_numpy()

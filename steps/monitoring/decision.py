@@ -88,7 +88,7 @@ def judge(
             f"fewer than {MIN_LABELLED_PER_CLASS} matured labels per class")}  # fmt: skip
     else:
         performance = assess_performance(matured, baseline, thresholds)
-        estimated = assess_estimated(matured, scores, thresholds)
+        estimated = assess_estimated(matured, scores, thresholds) if len(scores) else None
     share = performance["flagged_share"] = flagged_share(flagged, budget, thresholds)
     if share["alert"]:
         performance["alert"] = True
