@@ -37,7 +37,7 @@ BEST_FAMILY_TAG = "health_predict.best_family"
 BEST_RUN_TAG = "health_predict.best_run_id"
 # Monitoring runs: the batch's content hash and the decision.
 BATCH_TAG = "health_predict.monitor.batch_sha256"
-DECISION_TAG = "health_predict.monitor.decision"
+ALERTS_TAG = "health_predict.monitor.alerts"
 # Loop runs: health_predict.loop.<field> (loop id, batch index ...).
 LOOP_TAG_PREFIX = "health_predict.loop."
 # Deployment runs.

@@ -1,1 +1,1 @@
-"""Monitoring one batch: inputs, scoring, Evidently reports, CBPE and the decision rule."""
+"""Monitoring one batch: inputs, scoring, data quality, performance, CBPE, drift and its alerts."""

@@ -1,19 +1,14 @@
-"""Monitor one batch: Evidently drift and performance reports, and a retrain-or-not decision.
+"""Monitor one batch: data quality, performance, estimated performance and drift, and its alerts.
 
-``monitor(batch_uri, ...)`` compares the batch with the reference data (default: the rows the model
-was fitted on, ``initial_train`` plus any retraining rows, as its training run recorded them) and,
-when the batch carries labels, the model's performance on it with its performance on a
-held-out baseline (default: ``initial_test``). It writes ``drift_report.html``,
-``performance_report.html`` (labelled batches) and ``drift_summary.json`` to ``report_uri``
-(default ``<data store>/drift_reports/<batch file stem>-<content hash>/``), logs them with params
-and metrics to an MLflow run of ``HealthPredict_Monitoring`` and returns the summary.
+``assess(batch_uri, ...)`` returns the summary (``decision.ALERT_KINDS`` raised, each section's
+figures); ``monitor`` also writes ``drift_report.html`` (batch vs the recent window),
+``performance_report.html`` (matured labels vs the held-out baseline, default ``initial_test``)
+and ``drift_summary.json`` to ``report_uri`` (default
+``<data store>/drift_reports/<batch file stem>-<content hash>/``) and logs them with params and
+metrics to an MLflow run of ``HealthPredict_Monitoring``.
 
 Per batch: the run is tagged with the batch's sha256; re-running on the same content replaces the
 report folder and adds a run (earlier runs are kept as the audit record).
-
-CLI: ``python -m steps.monitor --batch-uri ...``; the last stdout line is ``DRIFT_DETECTED`` or
-``NO_DRIFT``. Bad input (empty batch, missing columns, no overlap with the reference, a model that
-cannot be loaded) prints one ``error: ...`` line on stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -24,14 +19,15 @@ import time
 from pathlib import Path, PurePosixPath
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from custom_pyfunc import columns, features
 from steps.core import config, storage, tracking
-from steps.core.tracking import BATCH_TAG, DATA_TAG_PREFIX, DECISION_TAG
+from steps.core.tracking import ALERTS_TAG, BATCH_TAG, DATA_TAG_PREFIX
 from steps.evaluation import patients
-from steps.monitoring import cbpe
-from steps.monitoring.decision import Thresholds, all_reasons, decision, labels_usable
+from steps.monitoring import decision
+from steps.monitoring.decision import Thresholds, alerts, judge, labels_usable, status_line
 from steps.monitoring.inputs import (
     EncounterTable,
     MonitorInputError,
@@ -41,7 +37,9 @@ from steps.monitoring.inputs import (
     has_labels,
     load_table,
 )
+from steps.monitoring.quality import assess_quality
 from steps.monitoring.reports import (
+    PREDICTION,
     SCORE,
     TARGET,
     DataDriftResult,
@@ -64,10 +62,6 @@ PERFORMANCE_REPORT_NAME = "performance_report.html"
 # The training run's file sets the model was fitted on: the default drift reference. A retrained
 # champion is compared with the data it learnt from, not with the initial data it has moved past.
 FITTED_ON = ("initial_train", "extra_train")
-
-
-# Evidently's dataset-level rule, reported for reference (not used in the decision).
-EVIDENTLY_DATASET_DRIFT_SHARE = 0.5
 
 
 def batch_id(batch: EncounterTable) -> str:
@@ -136,7 +130,7 @@ def without_training_patients(
 
 def monitor(
     batch_uri: str,
-    reference_uri: str | None = None,
+    recent_uri: str | None = None,
     model_uri: str = config.CHAMPION_MODEL_URI,
     report_uri: str | None = None,
     experiment: str = config.MONITORING_EXPERIMENT,
@@ -144,13 +138,13 @@ def monitor(
     thresholds: Thresholds | None = None,
     labelled_uri: str | None = None,
 ) -> dict:
-    """Compare ``batch_uri`` with the reference, decide, publish the reports; returns the summary.
+    """Assess ``batch_uri``, publish the reports and the MLflow run; returns the summary.
 
     Raises :class:`MonitorInputError` for unusable input (nothing is written then).
     """
     started = time.perf_counter()
-    summary, drift, performance = assess(
-        batch_uri, reference_uri, model_uri, report_uri, baseline_uri, thresholds, labelled_uri
+    summary, drift, performance = _assess(
+        batch_uri, recent_uri, model_uri, report_uri, baseline_uri, thresholds, labelled_uri
     )
     _publish(summary, drift, performance, experiment, started)
     return summary
@@ -158,36 +152,97 @@ def monitor(
 
 def assess(
     batch_uri: str,
-    reference_uri: str | None = None,
+    recent_uri: str | None = None,
     model_uri: str = config.CHAMPION_MODEL_URI,
     report_uri: str | None = None,
     baseline_uri: str | None = None,
     thresholds: Thresholds | None = None,
     labelled_uri: str | None = None,
-) -> tuple[dict, DataDriftResult, PerformanceResult | None]:
-    """The summary and Evidently results for one batch, without publishing anything.
+) -> dict:
+    """The summary of one batch, without publishing anything: ``alerts`` (sorted kinds among
+    ``decision.ALERT_KINDS``, empty when fine) and the sections ``data_quality``, ``performance``,
+    ``estimated_performance`` and ``drift`` (None when not computable), every figure kept.
 
-    Realised performance is judged on ``labelled_uri`` (the newest batch whose labels have
-    matured) when given, else on the batch's own labels; drift and CBPE on the batch's inputs.
-    Long because it is one linear sequence of stages (to be split into the quality and
-    performance modules under way).
+    ``recent_uri``: the newest matured batches, comma-separated (the data-quality bounds and the
+    drift reference; default: the rows the model was fitted on). Realised performance is judged
+    on ``labelled_uri`` (the newest matured batch) when given, else on the batch's own labels.
     """
-    thresholds = thresholds or Thresholds()
+    return _assess(
+        batch_uri, recent_uri, model_uri, report_uri, baseline_uri, thresholds, labelled_uri
+    )[0]
+
+
+def alert_budget(model) -> float:
+    """The share of discharges the model was set to flag (its run's ``alert_budget``; the
+    ``train`` default when the run records none)."""
+    run_id = model.metadata.run_id
+    try:
+        params = mlflow.get_run(run_id).data.params if run_id else {}
+    except mlflow.exceptions.MlflowException:
+        params = {}
+    return float(params.get("alert_budget", config.project_defaults("train")["alert_budget"]))
+
+
+def _arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {name: frame[name].to_numpy() for name in (TARGET, SCORE, PREDICTION)}
+
+
+def _assess(
+    batch_uri: str,
+    recent_uri: str | None,
+    model_uri: str,
+    report_uri: str | None,
+    baseline_uri: str | None,
+    thresholds: Thresholds | None,
+    labelled_uri: str | None,
+) -> tuple[dict, DataDriftResult, PerformanceResult | None]:
+    """The summary and the Evidently results behind it."""
+    thresholds = thresholds or Thresholds.defaults()
     data_root = config.data_uri()
     baseline_uri = baseline_uri or storage.join(data_root, config.INITIAL_TEST_KEY)
 
     batch = load_table(batch_uri, "batch")
     check_table(batch)
     batch_rows = _valid_rows(batch)
-    if batch_rows.empty:
-        raise MonitorInputError(f"batch {batch_uri}: no row satisfies the model's input contract")
     model = load_model(model_uri)
     lineage = model_lineage_tags(model)
-    reference_uri = (
-        reference_uri or fitted_on_uri(lineage) or storage.join(data_root, config.INITIAL_TRAIN_KEY)
+    window = "recent batches" if recent_uri else "fitted on (no recent batch given)"
+    recent_uri = (
+        recent_uri or fitted_on_uri(lineage) or storage.join(data_root, config.INITIAL_TRAIN_KEY)
     )
-    reference = load_table(reference_uri, "reference")
-    check_table(reference)
+    recent_parts = [load_table(uri, "recent batch") for uri in recent_uri.split(",") if uri]
+    for part in recent_parts:
+        check_table(part)
+    common = {
+        "thresholds": thresholds.as_dict(),
+        "batch_uri": batch_uri,
+        "labelled_uri": labelled_uri,
+        "batch_sha256": batch.sha256,
+        "recent_uri": recent_uri,
+        "baseline_uri": baseline_uri,
+        "model_uri": model_uri,
+        "model_id": model_id(model),
+        "report_uri": report_uri
+        or storage.join(data_root, config.DRIFT_REPORTS_DIR, batch_id(batch)),
+    }
+    if batch_rows.empty:
+        # A feed so broken that no row can be scored: a data-quality alert, nothing else judged.
+        quality = assess_quality(
+            batch.frame,
+            [part.frame for part in recent_parts],
+            thresholds.quality_margin,
+            thresholds.unit_factor,
+            thresholds.z,
+        )
+        quality["reasons"].append("no row satisfies the model's input contract")
+        sections = {
+            "data_quality": {**quality, "alert": True, "rows_breaking_contract": len(batch.frame)},
+            "performance": None,
+            "estimated_performance": None,
+            "drift": None,
+        }
+        return {"alerts": alerts(sections), **sections, "labelled_rows": 0, **common}, None, None
+    reference = load_table(recent_uri, "recent window")
     batch_clean = features.clean_data(batch.frame)
     reference_clean = features.clean_data(reference.frame)
     drift_columns = comparable_columns(batch_clean, reference_clean)
@@ -200,10 +255,8 @@ def assess(
         monitoring_frame(batch_clean, batch_scores),
         monitoring_frame(reference_clean, reference_scores),
         drift_columns,
-        thresholds.prediction_drift_psi,
     )
     drifted = [c for c, result in drift.column_drift.items() if result["drifted"]]
-    important_drift_share = round(sum(reliance.get(c, 0.0) for c in drifted), 4)
 
     baseline = load_table(baseline_uri, "baseline")
     check_table(baseline)
@@ -214,12 +267,6 @@ def assess(
     )
     if baseline_labelled.empty:
         raise MonitorInputError(f"baseline {baseline_uri} has no labelled rows")
-    # Death/hospice rows never get a label: CBPE estimates on the rows that can have one.
-    eligible = columns.is_label_eligible(batch.frame.loc[batch_rows]).to_numpy()
-    estimated = {
-        "batch": cbpe.estimate(batch_scores.loc[eligible, SCORE].to_numpy()),
-        "baseline": cbpe.estimate(baseline_labelled[SCORE].to_numpy()),
-    }
     if labelled_uri:
         matured = load_table(labelled_uri, "labelled batch")
         check_table(matured)
@@ -231,65 +278,55 @@ def assess(
         batch_labelled, batch_overlap = without_training_patients(
             _with_target(batch, batch_scores), batch, training
         )
+    # Death/hospice rows never get a label and are never flagged for follow-up.
+    eligible = batch_scores[columns.is_label_eligible(batch.frame.loc[batch_rows]).to_numpy()]
     positives = int(batch_labelled[TARGET].sum())
-    performance = None
-    if labels_usable(positives, len(batch_labelled) - positives):
-        performance = performance_report(batch_labelled, baseline_labelled)
-    reasons = all_reasons(
-        {
-            "performance": (
-                {"batch": performance.batch, "baseline": performance.baseline}
-                if performance
-                else None
-            ),
-            "prediction_drift": drift.prediction_drift,
-            "important_drift_share": important_drift_share,
-            "estimated_performance": estimated,
-        },
+    usable = labels_usable(positives, len(batch_labelled) - positives)
+    judged = judge(
+        batch.frame,
+        eligible[PREDICTION].to_numpy(),
+        eligible[SCORE].to_numpy(),
+        [part.frame for part in recent_parts],
+        _arrays(batch_labelled) if usable else None,
+        _arrays(baseline_labelled),
+        alert_budget(model),
         thresholds,
     )
+    performance_result = performance_report(batch_labelled, baseline_labelled) if usable else None
+    judged["performance"].update(rows=len(batch_labelled), positives=positives)
 
-    drift_share = len(drifted) / len(drift_columns)
-    summary = {
-        "decision": decision(reasons),
-        "reasons": reasons,
-        "decision_basis": "matured labels + drift" if performance else "drift",
-        "dataset_drift": drift_share >= EVIDENTLY_DATASET_DRIFT_SHARE,
-        "drift_share": round(drift_share, 4),
-        "drifted_columns": drifted,
-        "compared_columns": len(drift_columns),
-        "not_compared_columns": [c for c in features.CLEAN_COLUMNS if c not in drift_columns],
-        "important_drift_share": important_drift_share,
-        "column_drift": drift.column_drift,
-        "column_reliance": dict(sorted(reliance.items(), key=lambda kv: -kv[1])),
-        "prediction_drift": drift.prediction_drift,
-        "performance": (
-            {"batch": performance.batch, "baseline": performance.baseline} if performance else None
-        ),
-        "estimated_performance": estimated,
-        "patient_overlap": {"batch": batch_overlap, "baseline": baseline_overlap},
-        "data_quality": {
-            **drift.data_quality,
-            "rows_breaking_contract": len(batch.frame) - len(batch_rows),
-            "labelled_rows": len(batch_labelled),
+    weighted = round(sum(reliance.get(c, 0.0) for c in drifted), 4)
+    judged["data_quality"].update(
+        rows_breaking_contract=len(batch.frame) - len(batch_rows), evidently=drift.data_quality
+    )
+    sections = {
+        **judged,
+        "drift": {
+            "reference": window,
+            "drift_share": round(len(drifted) / len(drift_columns), 4),
+            "drifted_columns": drifted,
+            "reliance_weighted_drift": weighted,
+            "compared_columns": len(drift_columns),
+            "not_compared_columns": [c for c in features.CLEAN_COLUMNS if c not in drift_columns],
+            "column_drift": drift.column_drift,
+            "column_reliance": dict(sorted(reliance.items(), key=lambda kv: -kv[1])),
+            "prediction_drift": drift.prediction_drift,
         },
-        "thresholds": thresholds.as_dict(),
-        "batch_uri": batch_uri,
-        "labelled_uri": labelled_uri,
-        "batch_sha256": batch.sha256,
-        "reference_uri": reference_uri,
-        "baseline_uri": baseline_uri,
-        "model_uri": model_uri,
-        "model_id": model_id(model),
-        "report_uri": report_uri
-        or storage.join(data_root, config.DRIFT_REPORTS_DIR, batch_id(batch)),
     }
-    return summary, drift, performance
+    summary = {
+        "alerts": alerts(sections),
+        **sections,
+        "patient_overlap": {"batch": batch_overlap, "baseline": baseline_overlap},
+        "labelled_rows": len(batch_labelled),
+        "alert_budget": judged["performance"]["flagged_share"]["budget"],
+        **common,
+    }
+    return summary, drift, performance_result
 
 
 def _publish(
     summary: dict,
-    drift: DataDriftResult,
+    drift: DataDriftResult | None,
     performance: PerformanceResult | None,
     experiment: str,
     started: float,
@@ -299,7 +336,8 @@ def _publish(
     config.ensure_experiment(experiment)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        drift.snapshot.save_html(str(folder / DRIFT_REPORT_NAME))
+        if drift is not None:
+            drift.snapshot.save_html(str(folder / DRIFT_REPORT_NAME))
         if performance is not None:
             performance.snapshot.save_html(str(folder / PERFORMANCE_REPORT_NAME))
         with mlflow.start_run(
@@ -308,7 +346,9 @@ def _publish(
             summary["mlflow_run_id"] = run.info.run_id
             summary["seconds"] = round(time.perf_counter() - started, 3)
             (folder / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, default=str))
-            mlflow.set_tags({BATCH_TAG: summary["batch_sha256"], DECISION_TAG: summary["decision"]})
+            mlflow.set_tags(
+                {BATCH_TAG: summary["batch_sha256"], ALERTS_TAG: status_line(summary["alerts"])}
+            )
             config.log_resolved_params(_params(summary))
             mlflow.log_metrics(_metrics(summary))
             mlflow.log_artifacts(tmp, artifact_path="drift_report")
@@ -318,7 +358,7 @@ def _publish(
 def _params(summary: dict) -> dict[str, object]:
     return {
         "batch_uri": summary["batch_uri"],
-        "reference_uri": summary["reference_uri"],
+        "recent_uri": summary["recent_uri"],
         "baseline_uri": summary["baseline_uri"],
         "model_uri": summary["model_uri"],
         "model_id": summary["model_id"],
@@ -329,33 +369,31 @@ def _params(summary: dict) -> dict[str, object]:
 
 
 def _metrics(summary: dict) -> dict[str, float]:
-    quality = summary["data_quality"]
-    metrics = {
-        "drift_share": summary["drift_share"],
-        "drifted_columns": len(summary["drifted_columns"]),
-        "compared_columns": summary["compared_columns"],
-        "important_drift_share": summary["important_drift_share"],
-        "prediction_psi": summary["prediction_drift"]["score"],
-        "drift_detected": float(summary["decision"] == "DRIFT_DETECTED"),
+    quality, drift, performance = (summary[k] for k in ("data_quality", "drift", "performance"))
+    metrics = {f"alert.{kind}": float(kind in summary["alerts"]) for kind in decision.ALERT_KINDS}
+    metrics.update({
         "rows": quality["rows"],
-        "labelled_rows": quality["labelled_rows"],
+        "labelled_rows": summary["labelled_rows"],
         "rows_breaking_contract": quality["rows_breaking_contract"],
-        "unseen_category_values": sum(quality["unseen_categories"].values()),
-        "out_of_range_values": sum(quality["out_of_range"].values()),
-        "max_missing_share": max(quality["missing_share"].values(), default=0.0),
+        "quality_reasons": len(quality["reasons"]),
         "seconds": summary["seconds"],
-    }
-    metrics.update({f"drift_score.{c}": r["score"] for c, r in summary["column_drift"].items()})
-    for side in ("batch", "baseline"):
-        estimated = summary["estimated_performance"][side]
-        metrics[f"{side}_estimated_roc_auc"] = estimated["roc_auc"]
-        metrics[f"{side}_estimated_observed_rate"] = estimated["observed_rate"]
-        overlap = summary["patient_overlap"][side]
+    })  # fmt: skip
+    if drift:
+        metrics["drift_share"] = drift["drift_share"]
+        metrics["reliance_weighted_drift"] = drift["reliance_weighted_drift"]
+        metrics["prediction_psi"] = drift["prediction_drift"]["score"]
+        metrics.update({f"drift_score.{c}": r["score"] for c, r in drift["column_drift"].items()})
+    if performance and performance["flagged_share"]["share"] is not None:
+        metrics["flagged_share"] = performance["flagged_share"]["share"]
+    if performance and "roc_auc" in performance:
+        metrics["roc_auc"] = performance["roc_auc"]["batch"]
+        metrics["baseline_roc_auc"] = performance["roc_auc"]["baseline"]
+        metrics["observed_over_expected"] = performance["calibration"]["observed_over_expected"]
+    if summary["estimated_performance"]:
+        metrics["estimated_roc_auc"] = summary["estimated_performance"]["roc_auc"]
+    for side, overlap in summary["patient_overlap"].items():
         if "rows_excluded" in overlap:
             metrics[f"{side}_rows_excluded_patient_overlap"] = overlap["rows_excluded"]
-    if summary["performance"]:
-        for side in ("batch", "baseline"):
-            metrics.update({f"{side}_{k}": v for k, v in summary["performance"][side].items()})
     return {k: float(v) for k, v in metrics.items()}
 
 

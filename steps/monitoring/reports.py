@@ -40,6 +40,8 @@ SCORE = "probability_score"
 PREDICTION = "prediction"
 TARGET = "target"
 PREDICTION_DRIFT_METHOD = "psi"
+# The conventional "moderate shift" PSI; prediction drift is a diagnostic, never an alert.
+PREDICTION_DRIFT_PSI = 0.1
 # Jensen-Shannon distance between a 5,000-row batch and the reference is 0.16-0.18 for the ICD-9
 # columns even when both are drawn from the same data (sparse categories), above Evidently's
 # default 0.1; 0.25 clears that noise (docs/monitoring.md).
@@ -119,12 +121,11 @@ def data_drift_report(
     batch: pd.DataFrame,
     reference: pd.DataFrame,
     drift_columns: list[str],
-    prediction_drift_psi: float,
 ) -> DataDriftResult:
     """Run the data-drift report; ``batch``/``reference`` are :func:`monitoring_frame` output."""
     drift_metrics = [_column_drift_metric(reference, c) for c in drift_columns]
     prediction_metric = ValueDrift(
-        column=SCORE, method=PREDICTION_DRIFT_METHOD, threshold=prediction_drift_psi
+        column=SCORE, method=PREDICTION_DRIFT_METHOD, threshold=PREDICTION_DRIFT_PSI
     )
     report = Report(
         [*drift_metrics, prediction_metric, *_quality_metrics(reference, drift_columns)],

@@ -97,7 +97,8 @@ def test_gate_policy_and_thresholds_agree_with_mlproject():
         if field.name in register_defaults:
             assert field.default == register_defaults[field.name], field.name
     monitor_defaults = config.project_defaults("monitor")
-    thresholds = Thresholds().as_dict()
+    thresholds = Thresholds.defaults().as_dict()
+    assert set(thresholds) <= set(monitor_defaults)
     assert thresholds == {name: monitor_defaults[name] for name in thresholds}
     assert monitor_defaults["model_uri"] == config.CHAMPION_MODEL_URI
     assert monitor_defaults["experiment"] == config.MONITORING_EXPERIMENT
