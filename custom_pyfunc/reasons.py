@@ -26,6 +26,8 @@ PARAM = "reasons"
 MAX_REASONS = 10
 RAISED, LOWERED = "risk_raised_by", "risk_lowered_by"
 FAMILIES_WITH_REASONS = ("logreg", "xgboost", "lightgbm", "catboost")
+# Family-best runs log the mean |contribution| of each reason on the test split under this prefix.
+GLOBAL_METRIC_PREFIX = "test_mean_abs_reason_"
 
 # Engineered features computed from several input columns: a reason under their own name.
 COMBINED_FEATURES: dict[str, tuple[str, ...]] = {
@@ -59,16 +61,14 @@ def reason_name(feature: str) -> str:
     return name
 
 
-REASON_NAMES = tuple(
-    dict.fromkeys(reason_name(f) for f in preprocessing.NATIVE_COLUMNS)
-)  # fmt: skip
+REASON_NAMES = tuple(dict.fromkeys(reason_name(f) for f in preprocessing.NATIVE_COLUMNS))
 
 
 def requested_reasons(params: dict | None) -> int:
     """How many reasons each way ``params`` asks for (0: none); anything else is refused."""
     params = params or {}
-    if unknown := sorted(str(key) for key in params if key != PARAM):
-        raise InvalidParams(f"Unknown params {unknown}: the only param is '{PARAM}'.")
+    if unknown := [key for key in params if key != PARAM]:  # not echoed: any text may be sent
+        raise InvalidParams(f"{len(unknown)} unknown param(s): the only param is '{PARAM}'.")
     value = params.get(PARAM, 0)
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InvalidParams(f"params.{PARAM} must be an integer from 0 to {MAX_REASONS}.")

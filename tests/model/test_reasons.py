@@ -105,7 +105,7 @@ def test_a_random_forest_refuses_reasons_naming_the_param(real_slice):
     ("params", "problem"),
     [({"reasons": -1}, "from 0 to"), ({"reasons": 10**6}, "from 0 to"),
      ({"reasons": "three"}, "integer"), ({"reasons": True}, "integer"),
-     ({"reasons": 2.5}, "integer"), ({"why": 3}, "Unknown params")],
+     ({"reasons": 2.5}, "integer"), ({"why": 3}, "unknown param")],
 )  # fmt: skip
 def test_bad_reasons_params_are_refused_naming_the_param(params, problem):
     with pytest.raises(reasons.InvalidParams, match=problem) as refused:
