@@ -42,10 +42,11 @@ class ReadmissionModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         k = reasons.requested_reasons(params)
         frame = validation.validate_model_input(model_input)
-        answer = self._predictor.predict(frame)
         if k == 0:
-            return answer
-        per_reason, _ = reasons.contributions(self._predictor, frame)
+            return self._predictor.predict(frame)
+        engineered = self._predictor.engineered(frame)
+        per_reason, _ = reasons.contributions(self._predictor, engineered)
+        answer = self._predictor.answer(engineered)
         return pd.concat([answer, reasons.top_reasons(per_reason, k)], axis=1)
 
 

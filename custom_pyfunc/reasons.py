@@ -115,10 +115,11 @@ def _feature_contributions(predictor: ReadmissionPredictor, matrix) -> np.ndarra
 
 
 def contributions(
-    predictor: ReadmissionPredictor, frame: pd.DataFrame
+    predictor: ReadmissionPredictor, engineered: pd.DataFrame
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Each row's contribution per reason (:data:`REASON_NAMES` columns) and its base value; the
-    row sums plus the base value are the model's log-odds before calibration."""
+    """Each row's contribution per reason (:data:`REASON_NAMES` columns) and its base value, for
+    encounters through ``predictor.engineered``; the row sums plus the base value are the
+    model's log-odds before calibration."""
     if predictor.family not in FAMILIES_WITH_REASONS:
         raise InvalidParams(
             f"params.{PARAM}: a {predictor.family} model has no exact per-column contributions "
@@ -126,12 +127,17 @@ def contributions(
             f"served for {', '.join(FAMILIES_WITH_REASONS)} models."
         )
     encoder = predictor.estimator.named_steps["features"]
-    engineered = features.engineer_features(features.clean_data(frame))
+    if encoder.encoding == "onehot" and not hasattr(encoder, "training_means_"):
+        raise InvalidParams(
+            f"params.{PARAM}: this {predictor.family} model was trained before reasons were "
+            "served (its training averages are not stored); retrain it to serve reasons."
+        )
     values = _feature_contributions(predictor, encoder.transform(engineered))
     sources = [reason_name(f) for f in _encoded_sources(encoder)]
     group = np.zeros((len(sources), len(REASON_NAMES)))
     group[np.arange(len(sources)), [REASON_NAMES.index(s) for s in sources]] = 1.0
-    per_reason = pd.DataFrame(values[:, :-1] @ group, columns=list(REASON_NAMES), index=frame.index)
+    index = engineered.index
+    per_reason = pd.DataFrame(values[:, :-1] @ group, columns=list(REASON_NAMES), index=index)
     return per_reason, values[:, -1]
 
 
@@ -152,5 +158,5 @@ def top_reasons(per_reason: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def global_importance(predictor: ReadmissionPredictor, frame: pd.DataFrame) -> pd.Series:
     """Mean absolute contribution per reason over ``frame``'s rows, largest first."""
-    per_reason, _ = contributions(predictor, frame)
+    per_reason, _ = contributions(predictor, predictor.engineered(frame))
     return per_reason.abs().mean().sort_values(ascending=False)

@@ -52,9 +52,7 @@ def _fit(family: str, real_slice: training_data.TrainingData):
 def _library_log_odds(predictor, frame) -> np.ndarray:
     """The fitted model's own margin (log-odds before calibration), from its library."""
     pipeline = predictor.estimator
-    matrix = pipeline.named_steps["features"].transform(
-        training_data.features.engineer_features(training_data.features.clean_data(frame))
-    )
+    matrix = pipeline.named_steps["features"].transform(predictor.engineered(frame))
     model = pipeline.named_steps["model"]
     if predictor.family == "lightgbm":
         return model.predict(matrix, raw_score=True)
@@ -69,7 +67,7 @@ def _library_log_odds(predictor, frame) -> np.ndarray:
 def test_contributions_plus_base_value_equal_the_log_odds(family, real_slice):
     predictor = _fit(family, real_slice)
     frame = real_slice.raw["initial_test"][list(columns.INPUT_COLUMNS)]
-    per_reason, base = reasons.contributions(predictor, frame)
+    per_reason, base = reasons.contributions(predictor, predictor.engineered(frame))
     log_odds = _library_log_odds(predictor, frame)
     np.testing.assert_allclose(
         per_reason.sum(axis=1) + base, log_odds, rtol=0, atol=TOLERANCE[family]
@@ -98,7 +96,7 @@ def test_a_random_forest_refuses_reasons_naming_the_param(real_slice):
     predictor = _fit("random_forest", real_slice)
     frame = real_slice.raw["initial_test"][list(columns.INPUT_COLUMNS)].head(5)
     with pytest.raises(reasons.InvalidParams, match=r"params\.reasons.*random_forest"):
-        reasons.contributions(predictor, frame)
+        reasons.contributions(predictor, predictor.engineered(frame))
 
 
 @pytest.mark.parametrize(
