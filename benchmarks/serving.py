@@ -2,9 +2,11 @@
 
 (a) MLflow's scoring server hosting a trivial pyfunc with the champion's signature (the floor:
 parsing, MLflow's schema enforcement and JSON output, no model), (b) the champion through the
-scoring server, (c) the champion in-process (``PyFuncModel.predict`` on a prepared frame). Reports
-single-row p50/p99 latency, rows/s for 1,000-row batches and each server's peak RSS (VmHWM of its
-processes), and ends with one JSON line of the numbers and ratios.
+scoring server, (c) the champion in-process (``PyFuncModel.predict`` on a prepared frame); (b)
+and (c) each without and with ``params={"reasons": 3}`` (docs/reasons.md). Reports single-row
+p50/p99 latency, rows/s for 1,000-row batches and each server's peak RSS (VmHWM of its
+processes), and ends with one JSON line of the numbers and ratios (``reasons_*_cost``: with
+reasons over without, as latency at one row and as time per row for 1,000-row batches).
 
     python -m benchmarks.serving [--model-uri models:/health-predict@champion]
 
@@ -27,7 +29,7 @@ import psutil
 import requests
 from mlflow.models import ModelSignature
 
-from custom_pyfunc import columns, validation
+from custom_pyfunc import columns, reasons, validation
 from steps.core import config, storage
 from steps.deployment import server
 
@@ -35,6 +37,7 @@ SINGLE_ROW_REQUESTS = 300
 WARMUP_REQUESTS = 20
 BATCH_ROWS = 1_000
 BATCH_REQUESTS = 10
+BENCHMARK_REASONS = 3
 
 
 class FloorModel(mlflow.pyfunc.PythonModel):
@@ -73,51 +76,66 @@ def server_peak_rss_mb(port: int) -> float:
     return peak_kb / 1024
 
 
-def measure_server(model_uri: str, rows: list[dict]) -> dict:
-    """Single-row latencies, 1,000-row batch throughput and peak RSS of one served model."""
-    singles = [json.dumps({"dataframe_records": [row]}) for row in rows[:SINGLE_ROW_REQUESTS]]
+def _server_numbers(http: requests.Session, url: str, rows: list[dict], params: dict) -> dict:
+    """Single-row latencies and 1,000-row batch throughput of one running server."""
+    extra = {"params": params} if params else {}
+    singles = [
+        json.dumps({"dataframe_records": [row], **extra}) for row in rows[:SINGLE_ROW_REQUESTS]
+    ]
     batches = [
-        json.dumps({"dataframe_records": rows[i * BATCH_ROWS % len(rows) :][:BATCH_ROWS]})
+        json.dumps({"dataframe_records": rows[i * BATCH_ROWS % len(rows) :][:BATCH_ROWS], **extra})
         for i in range(BATCH_REQUESTS)
     ]
     headers = {"Content-Type": "application/json"}
-    with server.serve_model(model_uri, workers=1) as base_url, requests.Session() as http:
-        url = f"{base_url}/invocations"
-        for body in singles[:WARMUP_REQUESTS] + batches[:1]:
-            http.post(url, data=body, headers=headers).raise_for_status()
-        latencies = []
-        for body in singles:
-            start = time.perf_counter()
-            http.post(url, data=body, headers=headers).raise_for_status()
-            latencies.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        for body in batches:
-            http.post(url, data=body, headers=headers).raise_for_status()
-        batch_seconds = time.perf_counter() - start
-        peak_rss = server_peak_rss_mb(int(base_url.rsplit(":", 1)[1]))
-    p50, p99 = percentiles_ms(latencies)
-    return {"p50_ms": p50, "p99_ms": p99, "rows_per_s": BATCH_REQUESTS * BATCH_ROWS / batch_seconds,
-            "peak_rss_mb": peak_rss}  # fmt: skip
-
-
-def measure_in_process(model_uri: str, rows: list[dict]) -> dict:
-    """The same measurements for ``PyFuncModel.predict`` in this process."""
-    model = mlflow.pyfunc.load_model(model_uri)
-    singles = [pd.DataFrame([row]) for row in rows[:SINGLE_ROW_REQUESTS]]
-    batch = pd.DataFrame(rows[:BATCH_ROWS])
-    for frame in singles[:WARMUP_REQUESTS]:
-        model.predict(frame)
+    for body in singles[:WARMUP_REQUESTS] + batches[:1]:
+        http.post(url, data=body, headers=headers).raise_for_status()
     latencies = []
-    for frame in singles:
+    for body in singles:
         start = time.perf_counter()
-        model.predict(frame)
+        http.post(url, data=body, headers=headers).raise_for_status()
         latencies.append(time.perf_counter() - start)
     start = time.perf_counter()
-    for _ in range(BATCH_REQUESTS):
-        model.predict(batch)
+    for body in batches:
+        http.post(url, data=body, headers=headers).raise_for_status()
     batch_seconds = time.perf_counter() - start
     p50, p99 = percentiles_ms(latencies)
     return {"p50_ms": p50, "p99_ms": p99, "rows_per_s": BATCH_REQUESTS * BATCH_ROWS / batch_seconds}
+
+
+def measure_server(model_uri: str, rows: list[dict], variants: dict[str, dict]) -> dict:
+    """Per variant (name -> inference params), :func:`_server_numbers` of one served model, one
+    after the other on the same server; and the server's peak RSS after all of them."""
+    with server.serve_model(model_uri, workers=1) as base_url, requests.Session() as http:
+        url = f"{base_url}/invocations"
+        results = {name: _server_numbers(http, url, rows, p) for name, p in variants.items()}
+        peak_rss = server_peak_rss_mb(int(base_url.rsplit(":", 1)[1]))
+    for numbers in results.values():
+        numbers["peak_rss_mb"] = peak_rss
+    return results
+
+
+def measure_in_process(model_uri: str, rows: list[dict], variants: dict[str, dict]) -> dict:
+    """The same measurements for ``PyFuncModel.predict`` in this process, per variant."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    singles = [pd.DataFrame([row]) for row in rows[:SINGLE_ROW_REQUESTS]]
+    batch = pd.DataFrame(rows[:BATCH_ROWS])
+    results = {}
+    for name, params in variants.items():
+        for frame in singles[:WARMUP_REQUESTS]:
+            model.predict(frame, params=params or None)
+        latencies = []
+        for frame in singles:
+            start = time.perf_counter()
+            model.predict(frame, params=params or None)
+            latencies.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(BATCH_REQUESTS):
+            model.predict(batch, params=params or None)
+        batch_seconds = time.perf_counter() - start
+        p50, p99 = percentiles_ms(latencies)
+        results[name] = {"p50_ms": p50, "p99_ms": p99,
+                         "rows_per_s": BATCH_REQUESTS * BATCH_ROWS / batch_seconds}  # fmt: skip
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,27 +148,37 @@ def main(argv: list[str] | None = None) -> None:
         floor_uri = str(Path(tmp) / "floor_model")
         signature = ModelSignature(inputs=validation.input_schema())
         mlflow.pyfunc.save_model(floor_uri, python_model=FloorModel(), signature=signature)
-        results = {
-            "floor_server": measure_server(floor_uri, rows),
-            "champion_server": measure_server(args.model_uri, rows),
-            "champion_in_process": measure_in_process(args.model_uri, rows),
-        }
+        (floor,) = measure_server(floor_uri, rows, {"floor_server": {}}).values()
+        variants = {"": {}, "_reasons": {reasons.PARAM: BENCHMARK_REASONS}}
+        served = measure_server(args.model_uri, rows, variants)
+        local = measure_in_process(args.model_uri, rows, variants)
+    results = {
+        "floor_server": floor,
+        **{f"champion_server{name}": served[name] for name in variants},
+        **{f"champion_in_process{name}": local[name] for name in variants},
+    }
     for name, numbers in results.items():
-        print(f"{name:>20}: " + ", ".join(f"{k}={v:.1f}" for k, v in numbers.items()))
-    floor, served, local = (
-        results[k] for k in ("floor_server", "champion_server", "champion_in_process")
-    )
+        print(f"{name:>28}: " + ", ".join(f"{k}={v:.1f}" for k, v in numbers.items()))
     summary = {
         **{
             f"{name}_{k}": round(v, 2)
             for name, numbers in results.items()
             for k, v in numbers.items()
         },
-        "champion_p50_over_floor": round(served["p50_ms"] / floor["p50_ms"], 2),
-        "server_throughput_over_in_process": round(served["rows_per_s"] / local["rows_per_s"], 2),
-        "goal_p50_within_1_5x_floor": served["p50_ms"] <= 1.5 * floor["p50_ms"],
-        "goal_throughput_at_least_half": served["rows_per_s"] >= 0.5 * local["rows_per_s"],
+        "champion_p50_over_floor": round(served[""]["p50_ms"] / floor["p50_ms"], 2),
+        "server_throughput_over_in_process": round(
+            served[""]["rows_per_s"] / local[""]["rows_per_s"], 2
+        ),
+        "goal_p50_within_1_5x_floor": served[""]["p50_ms"] <= 1.5 * floor["p50_ms"],
+        "goal_throughput_at_least_half": served[""]["rows_per_s"] >= 0.5 * local[""]["rows_per_s"],
     }
+    for where, numbers in (("server", served), ("in_process", local)):
+        p50_cost = numbers["_reasons"]["p50_ms"] / numbers[""]["p50_ms"]
+        batch_cost = numbers[""]["rows_per_s"] / numbers["_reasons"]["rows_per_s"]
+        summary[f"reasons_{where}_p50_cost"] = round(p50_cost, 2)
+        summary[f"reasons_{where}_batch_cost"] = round(batch_cost, 2)
+    summary["goal_reasons_p50_cost_at_most_2x"] = summary["reasons_server_p50_cost"] <= 2
+    summary["goal_reasons_batch_cost_at_most_3x"] = summary["reasons_server_batch_cost"] <= 3
     print(json.dumps(summary))
 
 

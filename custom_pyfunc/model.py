@@ -18,9 +18,9 @@ import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature, set_model
 from mlflow.models.model import ModelInfo
-from mlflow.types.schema import ColSpec, DataType, Schema
+from mlflow.types.schema import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
-from custom_pyfunc import columns, serving, validation
+from custom_pyfunc import columns, reasons, serving, validation
 from custom_pyfunc.predictor import ReadmissionPredictor
 
 PREDICTOR_ARTIFACT = "predictor"
@@ -31,24 +31,33 @@ SERVING_DISTRIBUTIONS = ("mlflow", "pandas", "numpy", "scikit-learn", "joblib", 
 
 
 class ReadmissionModel(mlflow.pyfunc.PythonModel):
-    """Raw encounters in; ``prediction`` and ``probability_score`` out, in input order."""
+    """Raw encounters in; ``prediction`` and ``probability_score`` out, in input order; with
+    ``params={"reasons": k}`` (k > 0) also each row's top-k reasons each way (``reasons.py``)."""
 
     def load_context(self, context) -> None:
         self._predictor: ReadmissionPredictor = joblib.load(context.artifacts[PREDICTOR_ARTIFACT])
         serving.install()
         validation.install_csv_reader()
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        k = reasons.requested_reasons(params)
         frame = validation.validate_model_input(model_input)
-        return self._predictor.predict(frame)
+        if k == 0:
+            return self._predictor.predict(frame)
+        engineered = self._predictor.engineered(frame)
+        per_reason, _ = reasons.contributions(self._predictor, engineered)
+        answer = self._predictor.answer(engineered)
+        return pd.concat([answer, reasons.top_reasons(per_reason, k)], axis=1)
 
 
 def input_signature() -> ModelSignature:
-    """Signature on the raw input columns (the input schema is the validation module's)."""
+    """Signature on the raw input columns (the input schema is the validation module's) and the
+    ``reasons`` inference param (0: no reasons)."""
     outputs = Schema(
         [ColSpec(DataType.long, "prediction"), ColSpec(DataType.double, "probability_score")]
     )
-    return ModelSignature(inputs=validation.input_schema(), outputs=outputs)
+    params = ParamSchema([ParamSpec(reasons.PARAM, DataType.long, 0)])
+    return ModelSignature(inputs=validation.input_schema(), outputs=outputs, params=params)
 
 
 def example_input() -> pd.DataFrame:

@@ -34,24 +34,34 @@ class ReadmissionPredictor:
         """How probabilities are calibrated: ``none``, ``sigmoid`` or ``isotonic``."""
         return self.calibrated.method if self.calibrated is not None else "none"
 
+    @staticmethod
+    def engineered(frame: pd.DataFrame) -> pd.DataFrame:
+        """The model's features of raw encounters (what ``estimator`` takes), same index."""
+        return features.engineer_features(features.clean_data(frame))
+
     def raw_probability(self, frame: pd.DataFrame) -> np.ndarray:
         """The estimator's uncalibrated score for each raw encounter in ``frame``."""
-        engineered = features.engineer_features(features.clean_data(frame))
-        return self.estimator.predict_proba(engineered)[:, 1]
+        return self.estimator.predict_proba(self.engineered(frame))[:, 1]
 
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability of 30-day readmission for each raw encounter in ``frame``."""
-        engineered = features.engineer_features(features.clean_data(frame))
+        return self._probability(self.engineered(frame))
+
+    def _probability(self, engineered: pd.DataFrame) -> np.ndarray:
         model = self.calibrated if self.calibrated is not None else self.estimator
         return model.predict_proba(engineered)[:, 1]
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``prediction`` (0/1 at ``threshold``) and ``probability_score``, in input order."""
-        probability = self.probability(frame)
+        return self.answer(self.engineered(frame))
+
+    def answer(self, engineered: pd.DataFrame) -> pd.DataFrame:
+        """:meth:`predict` of encounters already through :meth:`engineered`."""
+        probability = self._probability(engineered)
         return pd.DataFrame(
             {
                 "prediction": (probability >= self.threshold).astype("int64"),
                 "probability_score": probability.astype("float64"),
             },
-            index=frame.index,
+            index=engineered.index,
         )

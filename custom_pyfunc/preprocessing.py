@@ -109,7 +109,10 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             self.onehot_offsets_ = np.cumsum(
                 [0] + [len(v) + 1 for v in self.vocabularies_.values()]
             )
-            return self._onehot_matrix(numeric, codes)
+            matrix = self._onehot_matrix(numeric, codes)
+            # The reference row of a linear model's per-column contributions.
+            self.training_means_ = matrix.mean(axis=0)
+            return matrix
         if self.encoding != "ordinal":
             raise ValueError(
                 f"unknown encoding {self.encoding!r}: use 'ordinal', 'onehot' or 'native'"

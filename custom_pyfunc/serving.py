@@ -7,7 +7,8 @@ Exposed, in both launch modes (bare ``mlflow models serve`` and the image behind
   (a list of objects, one per encounter, each with every input column) or ``dataframe_split``
   (``columns`` + ``data`` rows, an optional ``index`` as long as ``data``), or ``text/csv`` in the
   raw file's format (header row; ``?`` or an empty cell is missing; read by
-  ``validation.read_csv_input``).
+  ``validation.read_csv_input``). A JSON body may add ``"params": {"reasons": k}`` (0 to
+  ``reasons.MAX_REASONS``) for each row's reasons; any other param is refused (400).
 
 Refused: every other path (404; FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json`` included) or
 method (405); the ``instances``/``inputs`` formats (400: they turn null into ``'None'`` and their
@@ -41,7 +42,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from custom_pyfunc import columns, validation
+from custom_pyfunc import columns, reasons, validation
 
 MAX_BODY_BYTES_ENV = "HEALTH_PREDICT_MAX_BODY_BYTES"
 # 10,000 encounters (the default batch limit) with identifiers take about 10.1 MB as
@@ -235,7 +236,7 @@ def _split_frame(split: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=names)
 
 
-def _json_frame(data: bytes) -> pd.DataFrame:
+def _json_frame(data: bytes) -> tuple[pd.DataFrame, dict]:
     body = _load_json(data)
     keys = set(body) if isinstance(body, dict) else set()
     formats = [key for key in JSON_FORMATS if key in keys]
@@ -249,23 +250,31 @@ def _json_frame(data: bytes) -> pd.DataFrame:
             "The body must be a JSON object with exactly one of the input fields "
             f"{list(JSON_FORMATS)}."
         )
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise _bad_request('params must be an object, e.g. {"reasons": 3}.')
+    try:
+        reasons.requested_reasons(params)
+    except reasons.InvalidParams as invalid:
+        raise _bad_request(str(invalid)) from None
     if formats[0] == "dataframe_records":
-        return _records_frame(body["dataframe_records"])
-    return _split_frame(body["dataframe_split"])
+        return _records_frame(body["dataframe_records"]), params
+    return _split_frame(body["dataframe_split"]), params
 
 
-def read_request(data: bytes, content_type: str | None) -> pd.DataFrame:
-    """The encounters of an ``/invocations`` body, validated; raises :class:`RefusedRequest` or
-    :class:`validation.InvalidModelInput` (both name problems, never values)."""
+def read_request(data: bytes, content_type: str | None) -> tuple[pd.DataFrame, dict]:
+    """The encounters of an ``/invocations`` body, validated, and its inference params (JSON
+    only); raises :class:`RefusedRequest` or :class:`validation.InvalidModelInput` (both name
+    problems, never values)."""
     media_type = _media_type(content_type)
     limit = validation.max_batch_rows()
     if media_type == "application/json":
         _prescan_json(data, limit)
-        frame = _json_frame(data)
+        frame, params = _json_frame(data)
     else:
         _prescan_csv(data, limit)
-        frame = validation.read_csv_input(io.BytesIO(data))
-    return validation.validate_model_input(frame)
+        frame, params = validation.read_csv_input(io.BytesIO(data)), {}
+    return validation.validate_model_input(frame), params
 
 
 def invocations(data: bytes, content_type: str | None, model, input_schema=None):
@@ -278,9 +287,12 @@ def invocations(data: bytes, content_type: str | None, model, input_schema=None)
 
     try:
         with _ONE_REQUEST_AT_A_TIME:
-            predictions = model.predict(read_request(data, content_type))
+            frame, params = read_request(data, content_type)
+            predictions = model.predict(frame, params=params or None)
     except RefusedRequest as refused:
         return answer(refused.status, refused.body())
+    except reasons.InvalidParams as invalid:  # e.g. reasons asked of a random forest
+        return answer(400, _bad_request(str(invalid)).body())
     except validation.InvalidModelInput as invalid:
         return answer(
             400, json.dumps({"error_code": invalid.error_code, "message": invalid.message})

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from custom_pyfunc import reasons
 from steps.evaluation.gate import GateDecision, Interval
 
 DESCRIPTION_LIMIT = 5000  # characters the registry stores in a version description
@@ -184,6 +185,26 @@ def _calibration_summary(facts: ModelCardFacts) -> str:
     )
 
 
+def _reasons_section(facts: ModelCardFacts, compact: bool) -> str:
+    """What drives the score overall: mean absolute contribution per input column on the test
+    split, from the source run's metrics (families that serve reasons only)."""
+    prefix = reasons.GLOBAL_METRIC_PREFIX
+    means = {
+        k.removeprefix(prefix): v for k, v in facts.source_metrics.items() if k.startswith(prefix)
+    }
+    if not means:
+        return f"A {facts.family} model serves no per-prediction reasons (see docs/reasons.md)."
+    ranked = sorted(means.items(), key=lambda item: item[1], reverse=True)
+    table = pd.DataFrame(
+        ranked[: 5 if compact else 15], columns=["input column", "mean |contribution|"]
+    )
+    return (
+        "Mean absolute contribution to the log-odds (before calibration) per input column on the "
+        f"test split; the served answer gives each encounter's own with `params.reasons` "
+        f"(docs/reasons.md). Top {len(table)} of {len(ranked)}:\n\n" + _markdown_table(table)
+    )
+
+
 def _header(facts: ModelCardFacts, compact: bool, card_uri: str | None) -> list[str]:
     """Title, model identity, gate verdict, intended and not intended uses, training data."""
     decision = facts.decision
@@ -291,6 +312,7 @@ def render(facts: ModelCardFacts, compact: bool = False, card_uri: str | None = 
     lines += ["## Calibration", _calibration_summary(facts)]
     if not compact:
         lines += ["", _markdown_table(facts.calibration)]
+    lines += ["", "## What drives the score", _reasons_section(facts, compact)]
     lines += ["", "## Known limitations of the dataset", DATASET_LIMITATIONS, ""]
     return "\n".join(lines)
 

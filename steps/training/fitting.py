@@ -18,6 +18,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
+from custom_pyfunc import reasons
 from custom_pyfunc.model import log_readmission_model
 from custom_pyfunc.predictor import ReadmissionPredictor
 from custom_pyfunc.preprocessing import FeatureEncoder
@@ -169,6 +170,11 @@ def log_family_best(
                 data.labels["initial_test"], probability, baseline_test, "test"
             )
             metrics.update(versus)
+            if family in reasons.FAMILIES_WITH_REASONS:  # the model card's global view
+                importance = reasons.global_importance(predictor, data.raw["initial_test"])
+                metrics.update(
+                    {f"{reasons.GLOBAL_METRIC_PREFIX}{k}": v for k, v in importance.items()}
+                )
             mlflow.log_param("best_baseline", best_baseline)
             mlflow.log_artifacts(str(Path(tmp) / "evaluation"), artifact_path="evaluation")
         model_info = log_readmission_model(predictor)

@@ -127,6 +127,15 @@ def _hostile_requests() -> dict[str, tuple[bytes, str, int, str]]:
             "",
         ),
     }
+    reasons_cases = {
+        "negative reasons": ({"reasons": -1}, "params.reasons must be an integer from 0 to"),
+        "huge reasons": ({"reasons": 10**15}, "params.reasons must be an integer from 0 to"),
+        "text reasons": ({"reasons": SENTINEL_TEXT}, "params.reasons must be an integer"),
+        "unknown param": ({SENTINEL_TEXT: 3}, "the only param is 'reasons'"),
+        "params not an object": ([3], "params must be an object"),
+    }
+    for name, (params, fragment) in reasons_cases.items():
+        cases[f"split with {name}"] = ({**_split([one]), "params": params}, 400, fragment)
     encoded = {}
     for name, (body, status, fragment) in cases.items():
         content_type = "application/json"

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import requests
 
-from custom_pyfunc import columns
+from custom_pyfunc import columns, reasons
 from tests.fixtures_data import synthetic_encounters
 
 pytestmark = pytest.mark.slow
@@ -216,3 +216,33 @@ def test_server_log_has_no_patient_values(scoring_service, bad_requests):
     assert "POST /invocations" in log  # the log is really the server's
     for sentinel in (SENTINEL_TEXT, str(SENTINEL_NUMBER), SENTINEL_SPECIALTY):
         assert sentinel not in log
+
+
+def test_reasons_param_adds_reasons_and_leaves_the_plain_answer_unchanged(scoring_service):
+    records = encounter_records(20, seed=23)
+    names = list(records[0])
+    split = {"columns": names, "data": [[r[n] for n in names] for r in records]}
+    plain = post_json(scoring_service, {"dataframe_split": split})
+    zero = post_json(scoring_service, {"dataframe_split": split, "params": {"reasons": 0}})
+    assert plain.status_code == 200 and zero.content == plain.content
+    assert all(set(p) == {"prediction", "probability_score"} for p in plain.json()["predictions"])
+    explained = predictions_of(
+        post_json(scoring_service, {"dataframe_split": split, "params": {"reasons": 3}})
+    )
+    answered = pd.DataFrame(plain.json()["predictions"])
+    pd.testing.assert_frame_equal(explained[list(answered.columns)], answered)
+    raised, lowered = explained[reasons.RAISED], explained[reasons.LOWERED]
+    assert all(len(r) <= 3 and all(x["contribution"] > 0 for x in r) for r in raised)
+    assert all(len(r) <= 3 and all(x["contribution"] < 0 for x in r) for r in lowered)
+    assert sum(len(r) for r in raised) > 0 and sum(len(r) for r in lowered) > 0
+    named = {x["column"] for r in [*raised, *lowered] for x in r}
+    assert named <= set(reasons.REASON_NAMES) and not named & set(columns.ID_COLUMNS)
+    if scoring_service.model_uri is not None:
+        in_process = mlflow.pyfunc.load_model(scoring_service.model_uri).predict(
+            pd.DataFrame(records), params={"reasons": 3}
+        )
+        for served, local in zip(raised, in_process[reasons.RAISED], strict=True):
+            assert [x["column"] for x in served] == [x["column"] for x in local]
+            assert [x["contribution"] for x in served] == pytest.approx(
+                [x["contribution"] for x in local], abs=1e-9
+            )

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import requests
 
+from custom_pyfunc import reasons
 from steps.core import config
 from steps.deployment import model_image
 from tests.api.test_scoring_api import encounter_records
@@ -100,6 +101,21 @@ def test_answers_equal_in_process_predict(serving_container, container_model):
     assert served["probability_score"].tolist() == pytest.approx(
         in_process["probability_score"].tolist(), abs=1e-9
     )
+    # Reasons through the image: the same columns and contributions as in-process.
+    body = {"dataframe_records": records, "params": {"reasons": 3}}
+    explained = requests.post(f"{base_url}/invocations", json=body, timeout=60)
+    assert explained.status_code == 200, explained.text[:300]
+    served = pd.DataFrame(explained.json()["predictions"])
+    in_process = mlflow.pyfunc.load_model(container_model).predict(
+        pd.DataFrame(records), params={"reasons": 3}
+    )
+    for side in (reasons.RAISED, reasons.LOWERED):
+        for got, want in zip(served[side], in_process[side], strict=True):
+            assert [r["column"] for r in got] == [r["column"] for r in want]
+            assert [r["contribution"] for r in got] == pytest.approx(
+                [r["contribution"] for r in want], abs=1e-9
+            )
+    assert served[reasons.RAISED].map(len).sum() > 0
 
 
 def test_api_suite_passes_against_the_container(serving_container, container_model, tmp_path):

@@ -24,7 +24,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from custom_pyfunc import columns
+from custom_pyfunc import columns, reasons
 from steps import register
 from steps.core import config, tracking
 from steps.evaluation import gate
@@ -353,6 +353,13 @@ def test_registers_the_best_model_of_a_real_training_run(
         budget = config.project_defaults("train")["alert_budget"]
         assert f"flags the top {budget:.0%} of validation discharges" in description
         assert "Alternative, reported only: the max-F1" in description
+        # The card's global view: each input column's mean |contribution| on the test split.
+        prefix = reasons.GLOBAL_METRIC_PREFIX
+        means = {k.removeprefix(prefix): v for k, v in best.metrics.items() if k.startswith(prefix)}
+        assert set(means) == set(reasons.REASON_NAMES) and max(means.values()) > 0
+        card = mlflow.artifacts.load_text(f"runs:/{decision.registry_run_id}/model_card.md")
+        drivers = card.split("## What drives the score")[1].split("## ")[0]
+        assert f"| {max(means, key=means.get)} | {max(means.values()):.3f} |" in drivers
     finally:
         mlflow.set_tracking_uri(previous_uri)
         mlflow.set_registry_uri(previous_uri)

@@ -80,6 +80,9 @@ def test_logged_model_declares_signature_example_and_pinned_requirements(logged_
     input_names = set(info.signature.inputs.input_names())
     assert set(columns.INPUT_COLUMNS) <= input_names
     assert info.signature.outputs.input_names() == ["prediction", "probability_score"]
+    assert info.signature.params.to_dict() == [
+        {"name": "reasons", "type": "long", "default": 0, "shape": None}
+    ]
     requirements = mlflow.pyfunc.get_model_dependencies(logged_model_uri)
     pins = Path(requirements).read_text().split()
     for name in ("mlflow", "scikit-learn", "lightgbm", "pandas"):
@@ -117,3 +120,22 @@ def test_null_lab_result_predicts_as_not_measured(logged_model_uri):
         assert (frame[name] == columns.NOT_MEASURED).any()
         nulled[name] = frame[name].astype(object).mask(frame[name] == columns.NOT_MEASURED)
     pd.testing.assert_frame_equal(loaded.predict(nulled), loaded.predict(frame))
+
+
+def test_reasons_param_is_optional_validated_and_adds_reasons(logged_model_uri):
+    from mlflow.exceptions import MlflowException
+
+    from custom_pyfunc import reasons
+
+    loaded = mlflow.pyfunc.load_model(logged_model_uri)
+    frame = synthetic_encounters(40, seed=12).drop(columns=[columns.LABEL_COLUMN])
+    plain = loaded.predict(frame)
+    pd.testing.assert_frame_equal(loaded.predict(frame, params={"reasons": 0}), plain)
+    explained = loaded.predict(frame, params={"reasons": 2})
+    pd.testing.assert_frame_equal(explained[list(plain.columns)], plain)
+    assert explained[reasons.RAISED].map(len).between(0, 2).all()
+    assert explained[reasons.LOWERED].map(len).max() == 2
+    with pytest.raises(MlflowException, match="reasons"):  # MLflow's own ParamSchema check
+        loaded.predict(frame, params={"reasons": "three"})
+    with pytest.raises(reasons.InvalidParams, match=r"params\.reasons"):
+        loaded.predict(frame, params={"reasons": -1})
