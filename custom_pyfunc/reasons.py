@@ -99,11 +99,13 @@ def _feature_contributions(predictor: ReadmissionPredictor, matrix) -> np.ndarra
     if predictor.family == "lightgbm":
         return model.predict(matrix, pred_contrib=True)
     if predictor.family == "xgboost":
+        # lazy: the served model imports only its own family's library (xgboost 9.6 s)
         from xgboost import DMatrix
 
         booster = model.get_booster()
         return booster.predict(DMatrix(matrix, missing=model.missing), pred_contribs=True)
     if predictor.family == "catboost":
+        # lazy: the served model imports only its own family's library (catboost 4.4 s)
         from catboost import Pool
 
         pool = Pool(matrix, cat_features=list(features.FEATURE_CATEGORICAL_COLUMNS))

@@ -196,7 +196,8 @@ def _assess(
     thresholds: Thresholds | None,
     labelled_uri: str | None,
 ) -> tuple[dict, DataDriftResult, PerformanceResult | None]:
-    """The summary and the Evidently results behind it."""
+    """The summary and the Evidently results behind it. Long because it is one linear sequence:
+    read, score, judge the alerting sections, compute the drift diagnostic, assemble."""
     thresholds = thresholds or Thresholds.defaults()
     data_root = config.data_uri()
     baseline_uri = baseline_uri or storage.join(data_root, config.INITIAL_TEST_KEY)

@@ -41,6 +41,7 @@ class Thresholds:
     @classmethod
     def defaults(cls) -> Thresholds:
         """The ``monitor`` entry point's defaults from ``MLproject``."""
+        # lazy: the alert rules stay importable without MLflow (config imports it, 6.8 s)
         from steps.core import config
 
         declared = config.project_defaults("monitor")
