@@ -159,6 +159,8 @@ def run(work_dir: Path, args) -> dict[str, object]:
     # Tuning period: the cost is chosen here; no reported figure uses these batches.
     tuning_stop = min(args.tuning_batches, count)
     tuning_from = simulation.first_reported_batch(lag)
+    if tuning_stop <= tuning_from:
+        raise SystemExit(f"--tuning-batches must exceed {tuning_from}: nothing to tune on")
     reference = replay(REFERENCE, tuning_stop)
     target = gate.roc_auc(*pooled(reference, tuning_from, tuning_stop))
     candidates = []
