@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 GOAL_AUC_GAP = 0.001
-COST_GRID = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02)
+COST_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02)
 SCHEDULES = ("frozen", "every:1", "every:2", "every:4")
 REFERENCE = "every:1"
 

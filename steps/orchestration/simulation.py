@@ -129,7 +129,8 @@ def trained_without_future_data(version: str) -> bool:
 
 
 def plot_timeline(timeline: pd.DataFrame, path: Path) -> Path:
-    """A two-panel PNG: ROC-AUC and calibration of served vs frozen model, drift share, retrains."""
+    """A two-panel PNG: ROC-AUC and calibration of served vs frozen model, drift share, retrains,
+    alerts (red dotted lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +153,10 @@ def plot_timeline(timeline: pd.DataFrame, path: Path) -> Path:
     cal_ax.plot(x, timeline["served_calibration"], marker="o", label="served: predicted/observed")
     cal_ax.plot(x, timeline["frozen_calibration"], marker="s", linestyle="--", label="frozen")
     cal_ax.axhline(1.0, color="black", linewidth=0.8)
-    cal_ax.bar(x, timeline["drift_share"], alpha=0.25, color="tab:red", label="drift share")
+    drift_share = pd.to_numeric(timeline["drift_share"], errors="coerce").fillna(0.0)
+    cal_ax.bar(x, drift_share, alpha=0.25, color="tab:red", label="drift share")
+    for index in x[timeline["alerts"] != ""]:
+        cal_ax.axvline(index, color="tab:red", linestyle=":", alpha=0.6)
     cal_ax.set_xlabel("batch index")
     cal_ax.set_ylabel("calibration / drift share")
     cal_ax.legend()
