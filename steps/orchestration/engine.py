@@ -195,10 +195,16 @@ def begin(
     release: list[int] | None = None,
     reason: str = "released on request",
 ) -> loop.LoopState:
-    """The loop state (started or resumed), after releasing the held batches in ``release``."""
+    """The loop state (started or resumed), after releasing the held batches in ``release``.
+
+    A batch released earlier is skipped (a retried task repeats the request); one never held is
+    refused (``loop.LoopStateError``).
+    """
     state = loop.start_or_resume(batch_size, data_uri, label_lag_batches)
+    released = {entry["batch_index"] for entry in state.releases}
     for index in release or []:
-        state = loop.release_held(state, int(index), reason, data_uri)
+        if int(index) in state.held or int(index) not in released:
+            state = loop.release_held(state, int(index), reason, data_uri)
     return state
 
 
