@@ -314,8 +314,10 @@ def judge(
             f"not non-inferior: lower {level} bound of the AUC difference {difference.low:+.4f} "
             f"does not clear -margin {-policy.margin:+.4f}"
         )
-    if difference is not None and policy.deployment_cost > 0 and (
-        difference.estimate < policy.deployment_cost
+    if (
+        difference is not None
+        and policy.deployment_cost > 0
+        and (difference.estimate < policy.deployment_cost)
     ):
         failures.append(
             f"gain {difference.estimate:+.4f} does not clear the deployment cost "
