@@ -12,15 +12,20 @@ Each run handles the next `batch_size` rows of `processed_data/future_data.csv`:
    `current_batch_for_monitoring/batch_<index>.csv` (rewriting the same index writes the same rows);
    **end_of_data** when nothing is left;
 3. **resolve_champion**: pin the `champion` alias to a version for this run;
-4. **monitor_batch**: the `monitor` entry point decides `DRIFT_DETECTED` or `NO_DRIFT` from the
-   new inputs (data drift, prediction drift, ROC-AUC estimated without labels by CBPE) and from
-   the champion's realised ROC-AUC and calibration on the newest batch whose labels have matured;
-5. **choose_action**: no drift, or fewer than two batches with matured labels: nothing to do;
-   otherwise retrain on the initial training data plus the matured batches but the newest, and
-   gate the challenger on the newest matured batch, which neither model has seen;
+4. **monitor_batch**: the `monitor` entry point on the new inputs and on the newest batch whose
+   labels have matured; its alerts (`data_quality`, `performance`, `estimated_performance`);
+5. **decide_batch** / **choose_action**: the retraining policy (param `policy`: `frozen`,
+   `every:K`, `cost:C`; `steps.orchestration.engine`) decides. A `data_quality` alert holds the
+   batch out of retraining and gating (its labels too) until it is released on purpose (param
+   `release_batches`). Retraining needs two usable matured batches: train on the initial training
+   data plus all but the newest, gate the challenger on the newest (which neither model has
+   seen), promote when the gate's paired gain clears the policy's deployment cost;
 6. **record_batch**: advance the loop state (only now: a run killed earlier redoes its batch on the
    next run; advancing twice is a no-op, so a batch is never skipped or counted twice) and tag the
-   monitoring run with what was done.
+   monitoring run with the alerts and what was done.
+
+Every step is a function of `steps.orchestration.engine`, the sequence `simulate` and
+`benchmarks/replay.py` run too.
 
 `max_active_runs=1` keeps batches in order.
 
@@ -41,8 +46,8 @@ monitored for performance, trained or gated on an unmatured label.
   not retrain twice. `dag.test()` executes no triggered DAG run (it has no scheduler), so tests
   and the scheduler-less replay (`mlflow run . -e simulate`) use this mode.
 
-Parameters left empty/null take the MLproject defaults: the retraining budget of the `simulate`
-entry point (`families`, `trials_per_family`, `batch_size`), and the thresholds of `monitor` and
+Parameters left empty/null take the MLproject defaults: `train`'s model families, the `simulate`
+entry point's `trials_per_family`, `batch_size` and `policy`, and the thresholds of `monitor` and
 `register`. Results: Airflow grid view (one run per batch), MLflow experiments
 `HealthPredict_Monitoring` (drift reports, tags `health_predict.loop.*`), `HealthPredict_Training`
 and `HealthPredict_Registry`.
@@ -66,12 +71,18 @@ from steps.orchestration.dag_common import (
     gate_params,
 )
 
+# The monitor's alert thresholds (steps.monitoring.decision.Thresholds; tests hold the two equal).
 MONITOR_THRESHOLDS = (
-    "auc_drop",
-    "calibration_ratio",
-    "prediction_drift_psi",
-    "important_drift_share",
+    "quality_margin",
+    "unit_factor",
+    "auc_tolerance",
+    "calibration_tolerance",
+    "flag_tolerance",
+    "z",
 )
+
+
+POLICY_GATE_PARAM = "deployment_cost"
 
 
 def _optional_number(description: str, minimum: float | None = None) -> Param:
@@ -98,9 +109,19 @@ def _params() -> dict:
         ),
         "trials_per_family": Param(None, type=["null", "integer"], minimum=1),
         "time_budget_s": _optional_number("HPO time budget per retraining (s)", 1),
+        "policy": Param(
+            None, type=["null", "string"], description="frozen, every:K or cost:C; null = default"
+        ),
+        "release_batches": Param(
+            [],
+            type="array",
+            items={"type": "integer"},
+            description="Held batches to release on purpose before this run's batch",
+        ),
         "deploy_target": deploy_target_param(),
         **{name: _optional_number(f"monitor threshold {name}") for name in MONITOR_THRESHOLDS},
-        **gate_params(),
+        # The deployment cost comes from the policy, not from a parameter.
+        **{k: v for k, v in gate_params().items() if k != POLICY_GATE_PARAM},
     }
 
 
@@ -115,16 +136,33 @@ def _loop_and_batch(params: dict, loop_id: str, batch: dict):
     return state, loop.Batch(**batch)
 
 
-def _training_options(params: dict) -> dict:
+def _services(params: dict):
+    """The entry-point services of the engine for this run's parameters (null: MLproject
+    defaults; the families are ``train``'s own)."""
     # lazy: config imports MLflow (~7 s), which the DAG file must not load at parse time
     from steps.core import config
+    from steps.orchestration import engine
 
     defaults = config.project_defaults("simulate")
-    return {
-        "families": params["families"] or defaults["families"],
-        "trials_per_family": int(params["trials_per_family"] or defaults["trials_per_family"]),
-        "time_budget_s": params["time_budget_s"],
-    }
+    return engine.EntryPointServices(
+        data_uri=params["data_uri"] or None,
+        thresholds={name: params[name] for name in MONITOR_THRESHOLDS},
+        training={
+            "families": params["families"],
+            "trials_per_family": int(params["trials_per_family"] or defaults["trials_per_family"]),
+            "time_budget_s": params["time_budget_s"],
+        },
+        gate={name: params[name] for name in GATE_PARAMS if name != POLICY_GATE_PARAM},
+    )
+
+
+def _policy(params: dict):
+    """The retraining policy this run asks for (null: ``simulate``'s default in MLproject)."""
+    # lazy: config imports MLflow (~7 s), which the DAG file must not load at parse time
+    from steps.core import config
+    from steps.orchestration import engine
+
+    return engine.parse_policy(params["policy"] or config.project_defaults("simulate")["policy"])
 
 
 @dag(
@@ -147,7 +185,7 @@ def health_predict_monitoring_retraining():
         from airflow.sdk.exceptions import AirflowFailException
 
         from steps.core import config, storage
-        from steps.orchestration import loop
+        from steps.orchestration import engine, loop
 
         params = get_current_context()["params"]
         future_data = storage.join(params["data_uri"] or config.data_uri(), config.FUTURE_DATA_KEY)
@@ -163,8 +201,12 @@ def health_predict_monitoring_retraining():
                 "monitors nothing"
             )
         batch_size = params["batch_size"] or config.project_defaults("simulate")["batch_size"]
-        state = loop.start_or_resume(
-            int(batch_size), params["data_uri"] or None, params["label_lag_batches"]
+        state = engine.begin(
+            int(batch_size),
+            params["data_uri"] or None,
+            params["label_lag_batches"],
+            release=params["release_batches"],
+            reason=f"released by DAG run {get_current_context()['run_id']}",
         )
         return {
             "loop_id": state.loop_id,
@@ -208,29 +250,35 @@ def health_predict_monitoring_retraining():
 
     @task(retries=1)
     def monitor_batch(state: dict, batch: dict, champion: str) -> dict:
-        """Run the monitor entry point; returns its run id, decision and drift share."""
-        from steps.orchestration import loop
+        """Run the monitor entry point; returns its run id and the alert kinds it raised."""
+        from steps.orchestration import engine
 
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
-        thresholds = {name: params[name] for name in MONITOR_THRESHOLDS}
-        summary = loop.run_monitor(
-            stored_batch, loop_state, champion, thresholds, params["data_uri"] or None
-        )
+        summary = _services(params).monitor(loop_state, stored_batch, champion)
         return {
             "monitor_run_id": summary["monitor_run_id"],
-            "decision": summary["decision"],
-            "drift_share": summary.get("drift_share"),
+            "alerts": engine.alert_kinds(summary),
             "report_uri": summary["report_uri"],
         }
 
-    @task.branch
-    def choose_action(state: dict, monitoring: dict) -> str:
-        from steps.orchestration import loop
+    @task
+    def decide_batch(state: dict, batch: dict, monitoring: dict) -> dict:
+        """The policy's decision for the batch (``engine.decide``)."""
+        from dataclasses import asdict
+
+        from steps.orchestration import engine
 
         params = get_current_context()["params"]
-        loop_state = loop.load_state(params["data_uri"] or None)
-        if not loop.should_retrain(monitoring["decision"], loop_state, state["batch_index"]):
+        loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
+        return asdict(
+            engine.decide(_policy(params), loop_state, stored_batch.index, monitoring["alerts"])
+        )
+
+    @task.branch
+    def choose_action(decision: dict) -> str:
+        params = get_current_context()["params"]
+        if not decision["retrain"]:
             return "skip_retraining"
         if params["retrain_mode"] == "inline":
             return "retrain_inline"
@@ -239,27 +287,20 @@ def health_predict_monitoring_retraining():
     skip_retraining = EmptyOperator(task_id="skip_retraining")
 
     @task(execution_timeout=timedelta(hours=3))
-    def retrain_inline(state: dict, batch: dict) -> dict:
-        """Train + register through the training pipeline's functions; returns the outcome."""
+    def retrain_inline(state: dict, batch: dict, decision: dict) -> dict:
+        """Train + register (with the policy's deployment cost) through the training pipeline's
+        functions; returns the outcome."""
         from dataclasses import asdict
-
-        from steps.orchestration import loop
 
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
-        outcome = loop.retrain_for_batch(
-            loop_state,
-            stored_batch,
-            training=_training_options(params),
-            gate={name: params[name] for name in GATE_PARAMS},
-            data_uri=params["data_uri"] or None,
-        )
+        outcome = _services(params).retrain(loop_state, stored_batch, decision["deployment_cost"])
         if outcome is None:  # the handled batches carry no labels
             return {"train_run_id": None, "champion_changed": False}
         return {**asdict(outcome), "champion_changed": outcome.champion_changed}
 
     @task
-    def prepare_training_request(state: dict, batch: dict) -> dict:
+    def prepare_training_request(state: dict, batch: dict, decision: dict) -> dict:
         """The training DAG's run id and conf for this batch (retraining data stored)."""
         from steps.orchestration import loop
 
@@ -269,14 +310,16 @@ def health_predict_monitoring_retraining():
         extra_train_uri, eval_data_uri = loop.retraining_inputs(
             loop_state, stored_batch.index, params["data_uri"] or None
         )
+        services = _services(params)
         conf = {
             "data_uri": params["data_uri"],
             "extra_train_uri": extra_train_uri,
             "eval_data_uri": eval_data_uri,
             "run_key": run_id,
             "deploy_target": params["deploy_target"],
-            **_training_options(params),
-            **{name: params[name] for name in GATE_PARAMS},
+            **services.training,
+            **services.gate,
+            POLICY_GATE_PARAM: decision["deployment_cost"],
         }
         return {"trigger_run_id": run_id, "conf": conf}
 
@@ -325,9 +368,10 @@ def health_predict_monitoring_retraining():
     )
 
     @task
-    def record_batch(state: dict, batch: dict, monitoring: dict) -> dict:
-        """Tag the monitoring run, then advance the loop state past this batch."""
-        from steps.orchestration import loop
+    def record_batch(state: dict, batch: dict, monitoring: dict, decision: dict) -> dict:
+        """Tag the monitoring run, then advance the loop state past this batch (``engine.record``;
+        held on a data_quality alert)."""
+        from steps.orchestration import engine, loop
 
         context = get_current_context()
         params = context["params"]
@@ -335,25 +379,21 @@ def health_predict_monitoring_retraining():
         outcome = context["ti"].xcom_pull(task_ids=["retrain_inline", "wait_for_training"])
         outcome = next((item for item in outcome or [] if item and item["train_run_id"]), None)
         champion = loop.champion_version()
-        retraining = None
-        if outcome:
-            retraining = {
-                "train_run_id": outcome["train_run_id"],
-                "champion_before": loop_state.champion_version,
-                "champion_after": champion,
-            }
-        new_state = loop.record_batch(
+        new_state = engine.record(
             loop_state,
             stored_batch.index,
+            engine.Decision(**decision),
+            loop_state.champion_version,
             champion,
-            retraining,
+            outcome["train_run_id"] if outcome else None,
             monitoring["monitor_run_id"],
             params["data_uri"] or None,
         )
         return {
             "batch_index": stored_batch.index,
-            "decision": monitoring["decision"],
-            "retrained": retraining is not None,
+            "alerts": decision["alerts"],
+            "held": decision["hold"],
+            "retrained": outcome is not None,
             "champion": champion,
             "next_batch_index": new_state.next_batch_index,
         }
@@ -364,9 +404,10 @@ def health_predict_monitoring_retraining():
     champion = resolve_champion()
     data_branch >> [end_of_data(state), champion]
     monitoring = monitor_batch(state, batch, champion)
-    action = choose_action(state, monitoring)
+    decision = decide_batch(state, batch, monitoring)
+    action = choose_action(decision)
 
-    inline_outcome = retrain_inline(state, batch)
+    inline_outcome = retrain_inline(state, batch, decision)
     trigger_deployment, no_deployment = deploy_branch(
         inline_outcome,
         trigger_run_id=(
@@ -376,14 +417,14 @@ def health_predict_monitoring_retraining():
         model_version="{{ ti.xcom_pull(task_ids='retrain_inline')['champion_after'] }}",
     )
 
-    request = prepare_training_request(state, batch)
+    request = prepare_training_request(state, batch, decision)
     request >> trigger_training
     waited = wait_for_training(request)
     trigger_training >> waited
 
     action >> [skip_retraining, inline_outcome, request]
     [skip_retraining, trigger_deployment, no_deployment, waited] >> batch_handled
-    batch_handled >> record_batch(state, batch, monitoring)
+    batch_handled >> record_batch(state, batch, monitoring, decision)
 
 
 health_predict_monitoring_retraining()

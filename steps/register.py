@@ -37,6 +37,7 @@ HELP = {
         "(empty: initial_test of the data store the training run read)"
     ),
     "margin": "non-inferiority margin on the ROC-AUC difference",
+    "deployment_cost": "ROC-AUC gain over the champion a promotion must show (0: none)",
     "auc_floor": "lowest ROC-AUC a champion may have",
     "max_subgroup_recall_gap": "largest recall gap between age/sex/race subgroups",
     "n_bootstrap": "paired bootstrap resamples (at least 1,000)",
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             return _redeploy(result.champion_version, args.deploy_target)
         policy = gate.GatePolicy(
             margin=args.margin,
+            deployment_cost=args.deployment_cost,
             auc_floor=args.auc_floor,
             max_subgroup_recall_gap=args.max_subgroup_recall_gap,
             n_bootstrap=args.n_bootstrap,

@@ -1,14 +1,15 @@
 """Replay ``future_data`` batch by batch through the monitoring loop, without Airflow.
 
 Every batch goes through the functions the monitoring DAG's tasks call
-(``steps.orchestration.loop``): store the batch's inputs, run ``monitor`` on the champion (drift and
-CBPE on the new inputs, realised performance on the newest batch whose labels have matured after
-``label_lag_batches``), retrain and gate on matured labels when drift is detected, advance the loop
-state. ``retrain_every`` k > 0 is the scheduled control arm instead: retrain after every k-th batch,
-no monitoring. Before the champion can change, the served model (the champion when the batch
-arrived) and the frozen initial model are scored on the batch's eventual labels, for the record
-only: no decision sees them. The timeline (CSV; estimated (CBPE) vs realised ROC-AUC per batch)
-and its plot (PNG) are logged to the MLflow experiment ``HealthPredict_Simulation``.
+(``steps.orchestration.engine.handle_batch`` with the entry-point services): store the batch's
+inputs, run ``monitor`` on the champion, let the retraining policy (``frozen``, ``every:K``,
+``cost:C``) decide, retrain and gate on matured labels when it says so, advance the loop state.
+A batch with a ``data_quality`` alert is held out of retraining and gating until it is released
+on purpose (``--release-batches``). Before the champion can change, the served model (the
+champion when the batch arrived) and the frozen initial model are scored on the batch's eventual
+labels, for the record only: no decision sees them. The timeline (CSV; estimated (CBPE) vs
+realised ROC-AUC per batch) and its plot (PNG) are logged to the MLflow experiment
+``HealthPredict_Simulation``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import sys
 
 from steps.core import config
+from steps.orchestration import engine
 from steps.orchestration.simulation import simulate
 
 HELP = {
@@ -27,17 +29,28 @@ HELP = {
     "families": "model families searched when retraining, comma-separated",
     "reset": "true: forget any earlier loop first; false: resume it",
     "label_lag_batches": "batches until a batch's labels mature (empty: 30 days at batch size)",
-    "retrain_every": "retrain every N batches regardless of drift (0: only on drift)",
+    "policy": "retraining policy: frozen, every:K or cost:C (steps.orchestration.engine)",
+    "release_batches": "held batches to release on purpose, comma-separated batch indices",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m steps.simulate`` (the ``simulate`` entry point)."""
     parser = config.entry_point_parser(
-        "simulate", __doc__, HELP, types={"label_lag_batches": config.optional_whole_number}
+        "simulate",
+        __doc__,
+        HELP,
+        types={
+            "label_lag_batches": config.optional_whole_number,
+            "release_batches": config.whole_numbers,
+        },
     )
     args = parser.parse_args(argv)
     config.configure_logging()
+    try:
+        engine.parse_policy(args.policy)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     result = simulate(
         data_uri=args.data_uri,
         batch_size=args.batch_size,
@@ -46,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         families=args.families,
         reset=args.reset,
         label_lag_batches=args.label_lag_batches,
-        retrain_every=args.retrain_every,
+        policy=args.policy,
+        release=args.release_batches,
     )
     print(json.dumps({"simulate_run_id": result.run_id, **result.summary}))
     return 0

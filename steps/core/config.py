@@ -192,6 +192,16 @@ def _optional_text(text: str) -> str | None:
     return text if text != "" else None
 
 
+def whole_numbers(value: str) -> list[int]:
+    """Comma-separated whole numbers (e.g. batch indices) as a list; "" is the empty list."""
+    try:
+        return [int(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, got {value!r}"
+        ) from None
+
+
 def entry_point_parser(
     entry_point: str,
     description: str,

@@ -41,6 +41,8 @@ class GatePolicy:
     """The configurable parts of the gate."""
 
     margin: float = 0.01
+    # The paired ROC-AUC gain a promotion must show to be worth a deployment (0: none asked).
+    deployment_cost: float = 0.0
     auc_floor: float = 0.6
     max_subgroup_recall_gap: float = 0.25
     min_subgroup_positives: int = MIN_POSITIVES
@@ -309,6 +311,15 @@ def _failures(
         failures.append(
             f"not non-inferior: lower {policy.confidence:.0%} bound of the AUC difference "
             f"{difference.low:+.4f} does not clear -margin {-policy.margin:+.4f}"
+        )
+    if (
+        difference is not None
+        and policy.deployment_cost > 0
+        and difference.estimate < policy.deployment_cost
+    ):
+        failures.append(
+            f"gain {difference.estimate:+.4f} does not clear the deployment cost "
+            f"{policy.deployment_cost:+.4f}"
         )
     return failures
 

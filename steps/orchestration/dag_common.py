@@ -19,7 +19,7 @@ TRAINING_DAG_ID = "health_predict_training_hpo"
 DEPLOYMENT_DAG_ID = "health_predict_api_deployment"
 MONITORING_DAG_ID = "health_predict_monitoring_retraining"
 # Parameters of the `register` entry point a DAG run may override (null = MLproject default).
-GATE_PARAMS = ("margin", "auc_floor", "max_subgroup_recall_gap", "n_bootstrap")
+GATE_PARAMS = ("margin", "deployment_cost", "auc_floor", "max_subgroup_recall_gap", "n_bootstrap")
 
 DEFAULT_ARGS = {
     "owner": "health-predict",

@@ -26,6 +26,8 @@ ids and data-store URIs are handed around.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -65,6 +67,9 @@ class LoopState:
     initial_champion_version: str | None = None
     champion_version: str | None = None
     retrainings: list[dict] = field(default_factory=list)
+    # Batches held out of retraining and gating (a data_quality alert) and their releases.
+    held: list[int] = field(default_factory=list)
+    releases: list[dict] = field(default_factory=list)
     created_at: str = ""
     updated_at: str = ""
 
@@ -209,11 +214,15 @@ def matured_labels_uri(batch_index: int, data_uri: str | None = None) -> str:
     return storage.join(_data_root(data_uri), MATURED_LABELS_DIR, name)
 
 
+@functools.lru_cache(maxsize=2)
+def _parsed_future(content_sha256: str, content: bytes) -> pd.DataFrame:
+    return columns.read_encounters_csv(content)
+
+
 def future_rows(batch_index: int, batch_size: int, data_uri: str | None = None) -> pd.DataFrame:
     """Rows ``[i*batch_size, (i+1)*batch_size)`` of ``future_data``, labels included."""
-    future = columns.read_encounters_csv(
-        storage.read_bytes(storage.join(_data_root(data_uri), config.FUTURE_DATA_KEY))
-    )
+    content = storage.read_bytes(storage.join(_data_root(data_uri), config.FUTURE_DATA_KEY))
+    future = _parsed_future(hashlib.sha256(content).hexdigest(), content)
     start = batch_index * int(batch_size)
     return future.iloc[start : start + int(batch_size)]
 
@@ -237,6 +246,27 @@ def matured_indices(state: LoopState, batch_index: int) -> list[int]:
     """Batches whose labels have matured when batch ``batch_index`` is handled (lag applied)."""
     candidates = {*state.batches_seen, batch_index}
     return sorted(j for j in candidates if j <= batch_index - state.label_lag_batches)
+
+
+def usable_matured(state: LoopState, batch_index: int) -> list[int]:
+    """Matured batches that are not held (held by :func:`advance`): what the loop may learn,
+    gate and judge performance on at batch ``batch_index``."""
+    return [j for j in matured_indices(state, batch_index) if j not in state.held]
+
+
+def release_held(
+    state_before: LoopState, batch_index: int, reason: str, data_uri: str | None = None
+) -> LoopState:
+    """Release a held batch on purpose (it and its labels become usable again), recording when
+    and why in the loop state."""
+    state = load_state(data_uri)
+    if state is None or state.loop_id != state_before.loop_id:
+        raise LoopStateError(f"loop {state_before.loop_id} was reset")
+    if batch_index not in state.held:
+        raise LoopStateError(f"batch {batch_index} is not held, so it cannot be released")
+    state.held.remove(batch_index)
+    state.releases.append({"batch_index": batch_index, "reason": reason, "at": _now()})
+    return save_state(state, data_uri)
 
 
 def release_labels(
@@ -265,8 +295,9 @@ class RetrainingPlan:
 
 
 def retraining_plan(state: LoopState, batch_index: int) -> RetrainingPlan | None:
-    """Train on every matured batch but the newest, gate on the newest; None with fewer than two."""
-    matured = matured_indices(state, batch_index)
+    """Train on every usable matured batch but the newest, gate on the newest; None with fewer
+    than two (held batches are not usable: :func:`usable_matured`)."""
+    matured = usable_matured(state, batch_index)
     if len(matured) < 2:
         return None
     return RetrainingPlan(train_indices=matured[:-1], gate_index=matured[-1])
@@ -318,8 +349,10 @@ def advance(
     champion: str | None,
     retraining: dict | None = None,
     data_uri: str | None = None,
+    held: bool = False,
 ) -> LoopState:
-    """Mark ``batch_index`` handled and move to the next one; a repeated call changes nothing."""
+    """Mark ``batch_index`` handled and move to the next one (``held``: and hold the batch out of
+    retraining and gating until :func:`release_held`); a repeated call changes nothing."""
     state = load_state(data_uri)
     if state is None or state.loop_id != state_before.loop_id:
         raise LoopStateError(f"loop {state_before.loop_id} was reset while batch was handled")
@@ -332,6 +365,8 @@ def advance(
     state.batches_seen.append(batch_index)
     state.next_batch_index = batch_index + 1
     state.champion_version = champion
+    if held and batch_index not in state.held:
+        state.held.append(batch_index)
     if retraining is not None:
         state.retrainings.append({"batch_index": batch_index, **retraining})
     return save_state(state, data_uri)
@@ -422,7 +457,7 @@ def run_monitor(
     carries the batch's run key (``monitor__<loop>__batch_<n>``): redoing the batch reuses the
     finished run and its stored summary instead of adding a second monitoring run.
     """
-    matured = matured_indices(state, batch.index)
+    matured = usable_matured(state, batch.index)
     labelled_uri = release_labels(state, matured[-1], batch.index, data_uri) if matured else ""
     report_uri = storage.join(
         _data_root(data_uri), config.DRIFT_REPORTS_DIR, state.loop_id, f"batch_{batch.index:05d}"
@@ -456,8 +491,11 @@ def record_batch(
     retraining: dict | None,
     monitor_run_id: str | None,
     data_uri: str | None = None,
+    held: bool = False,
+    decision: dict | None = None,
 ) -> LoopState:
-    """Tag the batch's monitoring run with how the loop handled it, then :func:`advance`.
+    """Tag the batch's monitoring run with how the loop handled it (``decision``: the engine's
+    alerts and action), then :func:`advance`.
 
     In that order, and both idempotent: a crash in between leaves the run tagged and the batch
     to redo (which reuses the run and re-tags it identically), never an advanced state with an
@@ -471,22 +509,11 @@ def record_batch(
                 "batch_index": batch_index,
                 "action": "retrained" if retraining else "none",
                 "champion_after": champion,
+                "held": held,
+                **(decision or {}),
             },
         )
-    return advance(state_before, batch_index, champion, retraining, data_uri)
-
-
-def should_retrain(
-    decision: str | None, state: LoopState, batch_index: int, retrain_every: int = 0
-) -> bool:
-    """Retrain on drift (``retrain_every`` 0) or after every ``retrain_every``-th batch (the
-    scheduled control arm, no drift detection), once two batches have matured labels: one to
-    learn from, one to gate on."""
-    if retraining_plan(state, batch_index) is None:
-        return False
-    if retrain_every > 0:
-        return (batch_index + 1) % retrain_every == 0
-    return decision == "DRIFT_DETECTED"
+    return advance(state_before, batch_index, champion, retraining, data_uri, held)
 
 
 def retrain_for_batch(

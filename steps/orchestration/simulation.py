@@ -1,11 +1,10 @@
 """Replay ``future_data`` batch by batch through the monitoring loop, without Airflow.
 
 Every batch goes through the functions the monitoring DAG's tasks call
-(``steps.orchestration.loop``): store the batch's inputs, run ``monitor`` on the champion (drift and
-CBPE on the new inputs, realised performance on the newest batch whose labels have matured after
-``label_lag_batches``), retrain and gate on matured labels when drift is detected, advance the loop
-state. ``retrain_every`` k > 0 is the scheduled control arm instead: retrain after every k-th batch,
-no monitoring. Before the champion can change, the served model (the champion when the batch
+(``steps.orchestration.engine.handle_batch`` with the entry-point services): store the batch's
+inputs, run ``monitor`` on the champion, let the retraining policy (``frozen``, ``every:K``,
+``cost:C``) decide, retrain and gate on matured labels when it says so, advance the loop state.
+Before the champion can change, the served model (the champion when the batch
 arrived) and the frozen initial model are scored on the batch's eventual labels, for the record
 only: no decision sees them. The timeline (CSV; estimated (CBPE) vs realised ROC-AUC per batch)
 and its plot (PNG) are logged to the MLflow experiment ``HealthPredict_Simulation``.
@@ -29,7 +28,7 @@ from custom_pyfunc import columns
 from steps.core import config, storage, tracking
 from steps.evaluation import gate as gate_stats
 from steps.monitoring import cbpe
-from steps.orchestration import loop
+from steps.orchestration import engine, loop
 
 TIMELINE_NAME = "timeline.csv"
 
@@ -89,15 +88,16 @@ def summarize(
     timeline: pd.DataFrame, scored_rows: pd.DataFrame, report_from: int
 ) -> dict[str, object]:
     """Served vs frozen ROC-AUC on the pooled rows of batches ``>= report_from`` (paired
-    bootstrap 95% CI of the difference), retrainings, promotions, drift decisions."""
+    bootstrap 95% CI of the difference), retrainings, promotions, alerted and held batches."""
     if timeline.empty:
         return {"batches": 0, "retrainings": 0}
     summary: dict[str, object] = {
         "batches": len(timeline),
         "reported_from_batch": report_from,
         "retrainings": int(timeline["retrained"].sum()),
-        "promotions": int((timeline["champion_after"] != timeline["champion_version"]).sum()),
-        "drift_decisions": int((timeline["decision"] == "DRIFT_DETECTED").sum()),
+        "promotions": int(timeline["deployed"].sum()),
+        "alerted_batches": int((timeline["alerts"] != "").sum()),
+        "held_batches": int(timeline["hold"].sum()),
     }
     reported = scored_rows[scored_rows["batch_index"] >= report_from]
     if reported.empty or reported["label"].nunique() < 2:
@@ -129,7 +129,8 @@ def trained_without_future_data(version: str) -> bool:
 
 
 def plot_timeline(timeline: pd.DataFrame, path: Path) -> Path:
-    """A two-panel PNG: ROC-AUC and calibration of served vs frozen model, drift share, retrains."""
+    """A two-panel PNG: ROC-AUC and calibration of served vs frozen model, drift share, retrains,
+    alerts (red dotted lines)."""
     # lazy: matplotlib (~2.4 s) must select the Agg backend before pyplot is imported
     import matplotlib
 
@@ -154,7 +155,10 @@ def plot_timeline(timeline: pd.DataFrame, path: Path) -> Path:
     cal_ax.plot(x, timeline["served_calibration"], marker="o", label="served: predicted/observed")
     cal_ax.plot(x, timeline["frozen_calibration"], marker="s", linestyle="--", label="frozen")
     cal_ax.axhline(1.0, color="black", linewidth=0.8)
-    cal_ax.bar(x, timeline["drift_share"], alpha=0.25, color="tab:red", label="drift share")
+    drift_share = pd.to_numeric(timeline["drift_share"], errors="coerce").fillna(0.0)
+    cal_ax.bar(x, drift_share, alpha=0.25, color="tab:red", label="drift share")
+    for index in x[timeline["alerts"] != ""]:
+        cal_ax.axvline(index, color="tab:red", linestyle=":", alpha=0.6)
     cal_ax.set_xlabel("batch index")
     cal_ax.set_ylabel("calibration / drift share")
     cal_ax.legend()
@@ -167,72 +171,45 @@ def plot_timeline(timeline: pd.DataFrame, path: Path) -> Path:
 def _handle_batch(
     state: loop.LoopState,
     scorer: ModelScorer,
-    thresholds: dict[str, float] | None,
-    training: dict[str, object],
-    gate: dict[str, float] | None,
+    services: engine.EntryPointServices,
+    policy: engine.Policy,
     data_uri: str | None,
-    retrain_every: int = 0,
 ) -> tuple[loop.LoopState, dict[str, object] | None, pd.DataFrame | None]:
-    """One pass of the loop over the next batch; None when future_data is exhausted.
-
-    Long because it is the loop's per-batch sequence in order (to move into the engine module).
-    """
+    """One pass of the engine over the next batch; None when future_data is exhausted."""
     started = time.perf_counter()
-    batch = loop.prepare_batch(state.next_batch_index, state.batch_size, data_uri)
-    if batch is None:
+    index = state.next_batch_index
+    frame = loop.future_rows(index, state.batch_size, data_uri)
+    if frame.empty:
         return state, None, None
+    truth = evaluated_rows(frame)
     champion = loop.champion_version()
     # The eventual labels, for the record only (the loop sees them after the label lag).
-    truth = evaluated_rows(loop.future_rows(batch.index, state.batch_size, data_uri))
     label = columns.make_label(truth).to_numpy()
     served_scores = scorer.probabilities(champion, truth)
     frozen_scores = scorer.probabilities(state.initial_champion_version, truth)
     served, frozen = _quality(label, served_scores), _quality(label, frozen_scores)
-    summary = None
-    if retrain_every <= 0:
-        summary = loop.run_monitor(batch, state, champion, thresholds, data_uri)
-    decision = summary["decision"] if summary else None
-    outcome = None
-    if loop.should_retrain(decision, state, batch.index, retrain_every):
-        outcome = loop.retrain_for_batch(state, batch, training, gate, data_uri)
-    champion_after = loop.champion_version()
-    retraining = None
-    if outcome is not None:
-        retraining = {
-            "train_run_id": outcome.train_run_id,
-            "champion_before": champion,
-            "champion_after": champion_after,
-        }
-    matured = loop.matured_indices(state, batch.index)
-    monitor_run_id = summary["monitor_run_id"] if summary else None
-    state = loop.record_batch(
-        state, batch.index, champion_after, retraining, monitor_run_id, data_uri
-    )
-    estimated = summary["estimated_performance"]["batch"] if summary else {}
+    matured = loop.usable_matured(state, index)
+    state, record = engine.handle_batch(services, policy, state, data_uri)
+    summary = record.summary or {}
+    estimated = summary.get("estimated_performance", {}).get("batch", {})
     row = {
-        "batch_index": batch.index,
-        "rows": batch.rows,
-        "labelled_rows": batch.labelled_rows,
+        **record.row(),
+        "labelled_rows": len(truth),
         "newest_matured_batch": matured[-1] if matured else None,
         "observed_rate": float(label.mean()) if label.size else math.nan,
-        "drift_share": summary.get("drift_share") if summary else None,
-        "decision": decision,
-        "decision_basis": summary.get("decision_basis") if summary else "schedule",
-        "retrained": retraining is not None,
-        "champion_version": champion,
-        "champion_after": champion_after,
+        "drift_share": summary.get("drift_share"),
         "estimated_roc_auc": estimated.get("roc_auc", math.nan),
         "served_roc_auc": served["roc_auc"],
         "served_roc_auc_se": served["roc_auc_se"],
         "served_calibration": served["calibration"],
         "frozen_roc_auc": frozen["roc_auc"],
         "frozen_calibration": frozen["calibration"],
-        "monitor_run_id": summary["monitor_run_id"] if summary else None,
+        "monitor_run_id": summary.get("monitor_run_id"),
         "seconds": round(time.perf_counter() - started, 1),
     }
     scored = pd.DataFrame(
         {
-            "batch_index": batch.index,
+            "batch_index": index,
             "patient_nbr": truth["patient_nbr"].to_numpy(),
             "label": label,
             "served": served_scores,
@@ -264,7 +241,8 @@ def simulate(
     thresholds: dict[str, float] | None = None,
     gate: dict[str, float] | None = None,
     label_lag_batches: int | None = None,
-    retrain_every: int = 0,
+    policy: str = "every:1",
+    release: list[int] | None = None,
 ) -> SimulationResult:
     """Replay up to ``max_batches`` batches (0 = all) and log the timeline to MLflow.
 
@@ -273,12 +251,13 @@ def simulate(
     stopped; ``reset=True`` first checks that the run can start, then archives the previous loop
     (``loop.reset``). ``label_lag_batches`` None: 30 days at the batch size
     (``loop.default_label_lag``).
-    ``retrain_every`` k > 0: the scheduled control arm (retrain after every k-th batch).
-    Long because it is the replay's setup, loop and MLflow logging in order (to move into the
-    engine module).
+    ``policy``: ``engine.parse_policy``; ``families``: ``train``'s default list. ``release``:
+    held batches to release on purpose before the first batch.
+    Long because it is the replay's setup, batch loop and MLflow logging in order.
     """
     data_uri = data_uri or config.data_uri()
     training = {"families": families, "trials_per_family": int(trials_per_family)}
+    retraining_policy = engine.parse_policy(policy)
     # Everything that can stop the run is checked before a reset, which keeps the previous loop
     # in loop.archive_uri anyway.
     future_rows = len(
@@ -293,7 +272,8 @@ def simulate(
     config.ensure_experiment(config.SIMULATION_EXPERIMENT)
     if reset:
         loop.reset(data_uri)
-    state = loop.start_or_resume(batch_size, data_uri, label_lag_batches)
+    state = engine.begin(batch_size, data_uri, label_lag_batches, release)
+    services = engine.EntryPointServices(data_uri, thresholds, training, gate)
     _check_initial_champion(state.initial_champion_version)
     remaining = max(math.ceil(future_rows / state.batch_size) - state.next_batch_index, 0)
     total = min(remaining, max_batches) if max_batches > 0 else remaining
@@ -312,13 +292,13 @@ def simulate(
                 "loop_id": state.loop_id,
                 "initial_champion_version": state.initial_champion_version,
                 "label_lag_batches": state.label_lag_batches,
-                "retrain_every": retrain_every,
+                "policy": str(retraining_policy),
             }
         )
         with tqdm(total=total, desc="replay", unit="batch") as progress:
             for _ in range(total):
                 state, row, batch_scores = _handle_batch(
-                    state, scorer, thresholds, training, gate, data_uri, retrain_every
+                    state, scorer, services, retraining_policy, data_uri
                 )
                 if row is None:
                     break
@@ -338,7 +318,7 @@ def simulate(
                     },
                     step=step,
                 )
-                progress.set_postfix(decision=row["decision"], champion=row["champion_after"])
+                progress.set_postfix(alerts=row["alerts"] or "none", champion=row["champion_after"])
                 progress.update()
         timeline = pd.DataFrame(rows)
         scored_rows = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame()

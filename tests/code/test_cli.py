@@ -7,6 +7,7 @@ functions' signatures, ``GatePolicy``, ``Thresholds``) to MLproject.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import inspect
@@ -102,6 +103,18 @@ def test_gate_policy_and_thresholds_agree_with_mlproject():
     assert thresholds == {name: monitor_defaults[name] for name in thresholds}
     assert monitor_defaults["model_uri"] == config.CHAMPION_MODEL_URI
     assert monitor_defaults["experiment"] == config.MONITORING_EXPERIMENT
+
+
+def test_the_monitoring_dag_passes_every_monitor_threshold():
+    """Read from the DAG file's syntax: the pytest process never imports Airflow."""
+    source = (config.PROJECT_ROOT / "dags" / "monitoring_retraining_dag.py").read_text()
+    (listed,) = [
+        ast.literal_eval(node.value)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        and getattr(node.targets[0], "id", "") == "MONITOR_THRESHOLDS"
+    ]
+    assert sorted(listed) == sorted(Thresholds.__dataclass_fields__)
 
 
 def test_train_without_arguments_gets_usable_defaults():

@@ -9,7 +9,7 @@ import pytest
 
 from custom_pyfunc import columns
 from steps.core import config, storage
-from steps.orchestration import loop
+from steps.orchestration import engine, loop
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -115,14 +115,14 @@ def test_stored_batches_carry_no_labels_and_labels_are_released_only_when_mature
     assert list(released[columns.LABEL_COLUMN]) == list(_future(store)[columns.LABEL_COLUMN][:10])
 
 
-def _handle(state, store, decision="DRIFT_DETECTED", retrain_every=0):
+def _handle(state, store, policy="every:1"):
     batch = loop.prepare_batch(state.next_batch_index, state.batch_size, store)
-    retrain = loop.should_retrain(decision, state, batch.index, retrain_every)
+    retrain = engine.decide(engine.parse_policy(policy), state, batch.index, []).retrain
     return batch, retrain
 
 
 def test_nothing_is_retrained_or_gated_on_unmatured_labels(store, monkeypatch):
-    """Drift at every batch, lag 1: which rows reach training, the gate and the monitor.
+    """Retraining asked at every batch, lag 1: which rows reach training, the gate and the monitor.
 
     The entry points are replaced by recorders: this checks the data the loop hands them (real
     training and gating on these URIs run in tests/integration/test_dags.py).
@@ -132,7 +132,7 @@ def test_nothing_is_retrained_or_gated_on_unmatured_labels(store, monkeypatch):
     def record(entry_point, parameters, run_key=None, experiment=None):
         handed[entry_point].append(dict(parameters))
         if entry_point == "monitor":
-            storage.write_json({"decision": "DRIFT_DETECTED"}, storage.join(
+            storage.write_json({"alerts": []}, storage.join(
                 parameters["report_uri"], loop.DRIFT_SUMMARY_NAME))  # fmt: skip
         return f"{entry_point}-run"
 
@@ -171,7 +171,7 @@ def test_scheduled_arm_retrains_every_k_batches_once_labels_matured(store):
     state = loop.start_or_resume(5, store, label_lag_batches=1)
     chosen = []
     for index in range(5):
-        _, retrain = _handle(state, store, decision=None, retrain_every=2)
+        _, retrain = _handle(state, store, policy="every:2")
         chosen.append(retrain)
         state = loop.advance(state, index, None, data_uri=store)
     # k=2 asks after batches 1 and 3; at batch 1 only batch 0 has matured, too few to gate on.
@@ -186,13 +186,17 @@ def test_trigger_run_ids_are_deterministic_per_loop_and_batch(store):
     assert first.startswith("retrain__") and state.loop_id in first
 
 
-def test_should_retrain_only_on_drift_with_two_matured_batches(store):
+def test_retraining_needs_two_usable_matured_batches_and_skips_held_ones(store):
     state = loop.start_or_resume(10, store, label_lag_batches=1)
-    assert not loop.should_retrain("DRIFT_DETECTED", state, 0)
-    state = loop.advance(state, 0, None, data_uri=store)
-    assert not loop.should_retrain("DRIFT_DETECTED", state, 1)
+    every = engine.parse_policy("every:1")
+    assert not engine.decide(every, state, 0, []).retrain
+    state = loop.advance(state, 0, None, data_uri=store, held=True)
+    assert not engine.decide(every, state, 1, []).retrain
     state = loop.advance(state, 1, None, data_uri=store)
-    assert loop.should_retrain("DRIFT_DETECTED", state, 2)
-    assert not loop.should_retrain("NO_DRIFT", state, 2)
+    assert not engine.decide(every, state, 2, []).retrain  # batch 0 is held: one usable
+    assert not engine.decide(engine.parse_policy("frozen"), state, 2, []).retrain
+    state = loop.release_held(state, 0, "feed repaired", store)
+    assert engine.decide(every, state, 2, []).retrain
+    assert loop.load_state(store).releases[0]["reason"] == "feed repaired"
     with pytest.raises(loop.LoopStateError, match="label_lag_batches=1"):
         loop.start_or_resume(10, store, label_lag_batches=2)

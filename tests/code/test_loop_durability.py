@@ -67,7 +67,7 @@ def test_redoing_a_batch_reuses_its_monitoring_run(store, monkeypatch):
         {tracking.RUN_KEY_TAG: run_key, MLFLOW_PROJECT_ENTRY_POINT: "monitor"}
     )
     report_uri = storage.join(store, config.DRIFT_REPORTS_DIR, state.loop_id, "batch_00000")
-    storage.write_json({"decision": "NO_DRIFT"}, storage.join(report_uri, loop.DRIFT_SUMMARY_NAME))
+    storage.write_json({"alerts": []}, storage.join(report_uri, loop.DRIFT_SUMMARY_NAME))
 
     def no_second_run(*args, **kwargs):
         raise AssertionError("the monitor entry point ran again for a batch already monitored")
@@ -75,7 +75,7 @@ def test_redoing_a_batch_reuses_its_monitoring_run(store, monkeypatch):
     monkeypatch.setattr(mlflow.projects, "run", no_second_run)
     summary = loop.run_monitor(batch, state, "1", data_uri=store)
     assert summary["monitor_run_id"] == earlier
-    assert summary["decision"] == "NO_DRIFT"
+    assert summary["alerts"] == []
 
 
 def test_reset_keeps_the_previous_loop_recoverable(store):

@@ -10,7 +10,7 @@ One module-scoped scenario, each test checks one part of it:
    champion and triggers ``health_predict_api_deployment`` (``deploy_target=local``: served and
    smoke-tested), which succeeds;
 3. ``health_predict_monitoring_retraining`` in ``trigger`` mode over two batches: batch 0 with
-   thresholds no batch crosses, batch 1 with ``auc_drop=-1`` (forced to retrain). Batch 1 triggers
+   policy ``frozen``, batch 1 with ``every:1`` (retrains). Batch 1 triggers
    the training DAG with its deterministic run id and waits in reschedule mode; while it waits,
    the scheduler is killed with SIGKILL (its whole process group, as when its container dies) and
    started again. The run completes, the loop state advances once per batch, and exactly one
@@ -41,9 +41,9 @@ BATCH_SIZE = 2000
 TINY_TRAINING = {"families": "logreg", "trials_per_family": 2, "time_budget_s": 120}
 # A lenient gate: these tests are about orchestration, not model quality.
 LENIENT_GATE = {"auc_floor": 0.5, "margin": 0.2, "max_subgroup_recall_gap": 1.0}
-NEVER_DRIFT = {"auc_drop": 1.0, "calibration_ratio": 100.0, "prediction_drift_psi": 100.0,
-               "important_drift_share": 1.01}  # fmt: skip
-ALWAYS_DRIFT = {"auc_drop": -1.0}
+# Retraining policies (steps.orchestration.engine): never, and after every batch.
+NEVER = {"policy": "frozen"}
+EVERY_BATCH = {"policy": "every:1"}
 
 
 @dataclass
@@ -74,7 +74,7 @@ def _loop_state(stack: LocalStack) -> dict | None:
     return storage.read_json(uri) if storage.exists(uri) else None
 
 
-def _monitoring_conf(thresholds: dict) -> dict:
+def _monitoring_conf(policy: dict) -> dict:
     return {
         "batch_size": BATCH_SIZE,
         "label_lag_batches": 0,
@@ -82,7 +82,7 @@ def _monitoring_conf(thresholds: dict) -> dict:
         "deploy_target": "none",
         **TINY_TRAINING,
         **LENIENT_GATE,
-        **thresholds,
+        **policy,
     }
 
 
@@ -170,10 +170,10 @@ def scenario(local_stack: LocalStack, airflow_api: AirflowApi) -> StackScenario:
     # 3. Two monitoring batches in trigger mode; the scheduler dies while batch 1 waits.
     old_scheduler = None
     try:
-        for index, thresholds in enumerate((NEVER_DRIFT, ALWAYS_DRIFT)):
+        for index, policy in enumerate((NEVER, EVERY_BATCH)):
             run_id = f"monitoring_batch_{index}"
             t0 = time.monotonic()
-            api.trigger(MONITORING_DAG, run_id, _monitoring_conf(thresholds))
+            api.trigger(MONITORING_DAG, run_id, _monitoring_conf(policy))
             if index == 1:
                 old_scheduler = _kill_scheduler_while_waiting(api, local_stack, run_id, scenario)
             state = api.wait_for_run(MONITORING_DAG, run_id, timeout_s=1500)
@@ -222,7 +222,7 @@ def test_monitoring_trigger_mode_advances_once_per_batch(scenario):
     assert scenario.monitoring_states[0]["skip_retraining"] == "success"
     assert scenario.monitoring_states[0]["trigger_training"] == "skipped"
     assert drifted["batch_index"] == 1 and drifted["retrained"]
-    assert drifted["decision"] == "DRIFT_DETECTED"
+    assert drifted["held"] == ("data_quality" in drifted["alerts"])
     assert scenario.monitoring_states[1]["retrain_inline"] == "skipped"
     first, second = scenario.batch_states
     assert first["batches_seen"] == [0] and first["next_batch_index"] == 1

@@ -32,10 +32,9 @@ BATCH_SIZE = 2000
 TINY_TRAINING = {"families": "lightgbm", "trials_per_family": 2, "time_budget_s": 120}
 # A lenient gate: the slice is small, and these tests are about orchestration, not model quality.
 LENIENT_GATE = {"auc_floor": 0.5, "margin": 0.2, "max_subgroup_recall_gap": 1.0}
-# Thresholds that no batch can cross, and thresholds every labelled batch crosses.
-NEVER_DRIFT = {"auc_drop": 1.0, "calibration_ratio": 100.0, "prediction_drift_psi": 100.0,
-               "important_drift_share": 1.01}  # fmt: skip
-ALWAYS_DRIFT = {"auc_drop": -1.0}
+# Retraining policies (steps.orchestration.engine): never, and after every batch.
+NEVER = {"policy": "frozen"}
+EVERY_BATCH = {"policy": "every:1"}
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +78,7 @@ def _loop_state(slice_env: dict) -> dict:
     return storage.read_json(uri)
 
 
-def _monitoring(thresholds: dict) -> tuple[str, dict]:
+def _monitoring(policy: dict) -> tuple[str, dict]:
     conf = {
         "batch_size": BATCH_SIZE,
         # Labels at once (lag 0): batch 1 retrains on batch 0 and is gated on batch 1; the lag
@@ -89,7 +88,7 @@ def _monitoring(thresholds: dict) -> tuple[str, dict]:
         "deploy_target": "local",
         **TINY_TRAINING,
         **LENIENT_GATE,
-        **thresholds,
+        **policy,
     }
     return MONITORING_DAG, conf
 
@@ -101,8 +100,8 @@ def scenario(airflow_harness, slice_env) -> LoopScenario:
         [
             (TRAINING_DAG, {**TINY_TRAINING, **LENIENT_GATE, "deploy_target": "local"}),
             (DEPLOYMENT_DAG, {"target": "local"}),
-            _monitoring(NEVER_DRIFT),
-            _monitoring(ALWAYS_DRIFT),
+            _monitoring(NEVER),
+            _monitoring(EVERY_BATCH),
         ],
         extra_env=slice_env,
     )
@@ -111,13 +110,13 @@ def scenario(airflow_harness, slice_env) -> LoopScenario:
     state_after_two = _loop_state(slice_env)
 
     crash_runs, crash_code, log = airflow_harness.run_dags(
-        [_monitoring(NEVER_DRIFT)], crash_before_advance=True, extra_env=slice_env
+        [_monitoring(NEVER)], crash_before_advance=True, extra_env=slice_env
     )
     logs.append(log)
     state_after_crash = _loop_state(slice_env)
 
     final_runs, code, log = airflow_harness.run_dags(
-        [_monitoring(NEVER_DRIFT), _monitoring(NEVER_DRIFT)], extra_env=slice_env
+        [_monitoring(NEVER), _monitoring(NEVER)], extra_env=slice_env
     )
     assert code == 0 and len(final_runs) == 2, log
     logs.append(log)
@@ -166,24 +165,27 @@ def test_training_dag_trains_registers_and_triggers_deployment(scenario):
     assert served["answer"] and {"prediction", "probability_score"} <= set(served["answer"][0])
 
 
-def test_monitoring_dag_no_drift_then_retrains_and_promotes(scenario, slice_env):
+def test_monitoring_dag_frozen_policy_then_retrains_and_promotes(scenario, slice_env):
     champion = scenario.training.xcoms["register"]["champion_after"]
     quiet, drifted = scenario.quiet, scenario.drifted
 
     assert quiet.state == "success", (quiet.task_states, scenario.log)
-    assert quiet.xcoms["monitor_batch"]["decision"] == "NO_DRIFT"
+    alerts = quiet.xcoms["monitor_batch"]["alerts"]
+    assert quiet.xcoms["decide_batch"]["policy"] == "frozen"
+    assert not quiet.xcoms["decide_batch"]["retrain"]
     assert quiet.task_states["skip_retraining"] == "success"
     assert quiet.task_states["retrain_inline"] == "skipped"
     assert quiet.xcoms["record_batch"] == {
         "batch_index": 0,
-        "decision": "NO_DRIFT",
+        "alerts": alerts,
+        "held": "data_quality" in alerts,
         "retrained": False,
         "champion": champion,
         "next_batch_index": 1,
     }
 
     assert drifted.state == "success", (drifted.task_states, scenario.log)
-    assert drifted.xcoms["monitor_batch"]["decision"] == "DRIFT_DETECTED"
+    assert drifted.xcoms["decide_batch"]["retrain"]
     outcome = drifted.xcoms["retrain_inline"]
     assert outcome["champion_before"] == champion
     assert outcome["champion_changed"], outcome

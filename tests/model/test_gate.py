@@ -90,9 +90,13 @@ def test_tie_within_the_margin_is_promoted_but_not_without_a_margin(cohort):
     tie = _judge(cohort, challenger, champion=champion, margin=0.01)
     assert abs(tie.comparison.difference.estimate) < 0.005
     assert tie.promote, tie.reason
+    assert _judge(cohort, challenger, champion=champion, margin=0.01, deployment_cost=0.0).promote
     strict = _judge(cohort, challenger, champion=champion, margin=0.0)
     assert not strict.promote
     assert "not non-inferior" in strict.reason
+    # A deployment cost asks for a gain, which a tie does not show.
+    costly = _judge(cohort, challenger, champion=champion, margin=0.01, deployment_cost=0.005)
+    assert not costly.promote and "deployment cost" in costly.reason
 
 
 def test_a_challenger_identical_to_the_champion_is_not_promoted(cohort):
