@@ -1,22 +1,9 @@
-"""Deploy the champion: serving image → registry → Kubernetes rollout, a local container, or a
-local scoring server.
+"""Deploy the champion (the ``deploy`` entry point).
 
-Always writes the serving Dockerfile (``mlflow models generate-dockerfile``, then hardened: non-root
-user, HEALTHCHECK on /ping, explicit workers, our nginx config, read-only root filesystem ready) and
-builds it through :mod:`steps.images` (content-addressed tag, reused when nothing changed).
-
-- ``target=k8s``: a missing Docker engine (or, for an ECR registry, AWS credentials) stops the step
-  before building. Otherwise it builds, pushes ``<registry>/<repository>:v<version>`` (the registry
-  host is configuration; ECR hosts get boto3-issued credentials; tags are immutable: the push is
-  skipped when the tag holds the same image and refused when it holds another), then sets the
-  Deployment's image to the pushed digest, waits for the rollout and rolls back if it does not
-  become ready. With no cluster it stops after the push with one ``error:`` line saying what was
-  done.
-- ``target=docker``: runs the image detached on a free loopback port (read-only, tmpfs /tmp,
-  2 GB memory limit), waits until healthy, smoke-tests it, removes the previous deploy's
-  container and prints ``SERVING_URL=... CONTAINER=...``.
-- ``target=local``: serves with ``mlflow models serve`` and smoke-tests it with the model's own
-  input example.
+``target=k8s``: build the hardened serving image, push it to the registry (ECR in production) and
+roll the Deployment out by digest; ``target=docker``: run the image on a loopback port;
+``target=local``: serve with ``mlflow models serve``. Each smoke-tests what it started. What each
+target does and where it stops: ``steps.deployment.rollout``.
 """
 
 from __future__ import annotations

@@ -1,18 +1,6 @@
-"""Build the project's images: the base, the services image and the champion's serving image.
-
-Every Dockerfile starts ``FROM`` the build argument ``BASE_IMAGE`` whose default is the public
-``python:3.11-slim``, so a user with internet access builds exactly what is tested here. Where no
-image registry can be reached, the base is made locally instead: Debian's ``debootstrap`` builds a
-minimal bookworm root filesystem (its python3 is 3.11, plus nginx and a virtualenv at
-``/usr/local/python`` that stands in for the slim image's ``/usr/local`` Python) and ``docker
-import`` turns it into ``health-predict-base:bookworm-<recipe hash>``.
-
-Python packages come from PyPI when a build container can reach it, else from a wheelhouse built
-on the host from ``requirements.lock`` (cached under ``.cache/wheelhouse``, git-ignored) and served
-to the build over loopback; only the ``PIP_NO_INDEX``/``PIP_FIND_LINKS`` build arguments differ.
-
-Image tags are content-addressed (a hash of the build context and of the base image's id), so
-``make images`` (``python -m steps.images``) rebuilds only what changed and says what it did.
+"""Build the project's images (``make images``): the base, the services image and the champion's
+serving image, each rebuilt only when its content changed. How the base is made where no registry
+can be reached and where packages come from: ``steps.deployment.images``.
 """
 
 from __future__ import annotations

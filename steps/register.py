@@ -1,21 +1,8 @@
-"""Register the best model of a training run and promote it only when the gate says so.
+"""Register a training run's best model and promote it only when the gate says so (the
+``register`` entry point), or roll the champion back (``rollback``) and redeploy it.
 
-``register`` takes the family-best runs of a training run (by id, or the latest training run),
-registers the one with the best validation ROC-AUC as a new version of ``health-predict`` with
-alias ``challenger``, and judges it against the ``champion`` on labelled evaluation data with
-``steps.evaluation.gate`` (paired bootstrap, non-inferiority margin, floors). The decision is
-written as tags on the version, the model card becomes its description, and everything is logged
-to a run in
-``HealthPredict_Registry``. ``rollback`` swaps ``champion`` and ``previous-champion``, then
-redeploys the restored champion with the ``deploy`` step (``--deploy-target``, ``none``: only the
-aliases move).
-
-Idempotent and crash-safe: the version carries its source run id (tag
-``health_predict.source_run_id``, set in the same call that creates it), so a second call finds it
-instead of registering again; the ``promoted`` tag is written last and marks a finished decision,
-which is never re-judged. A call that finds a finished promotion whose aliases were not moved yet
-(a crash in between) moves them, unless the champion changed since the decision or the version was
-rolled back.
+Idempotent and crash-safe; the decision is tags on the version and the model card its
+description. How: ``steps.registry.registration`` and ``steps.registry.versions``.
 """
 
 from __future__ import annotations
