@@ -196,7 +196,7 @@ def _reasons_section(facts: ModelCardFacts, compact: bool) -> str:
         return f"A {facts.family} model serves no per-prediction reasons (see docs/reasons.md)."
     ranked = sorted(means.items(), key=lambda item: item[1], reverse=True)
     table = pd.DataFrame(
-        ranked[: 5 if compact else 15], columns=["input column", "mean |contribution|"]
+        ranked[: 5 if compact else 15], columns=["input column", "mean absolute contribution"]
     )
     return (
         "Mean absolute contribution to the log-odds (before calibration) per input column on the "
