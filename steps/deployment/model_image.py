@@ -27,10 +27,10 @@ APP_UID = 10001
 BUILD_MARKER = ".health-predict-serving-build"
 
 
-def serving_build_dir(output_dir: str | Path = "") -> Path:
-    """Where the serving build context goes: ``output_dir``, or (empty) the user's cache folder,
+def serving_build_dir(output_dir: str | Path | None = None) -> Path:
+    """Where the serving build context goes: ``output_dir``, or (None) the user's cache folder,
     writable wherever the step runs (the project folder is a read-only mount in the stack)."""
-    if str(output_dir):
+    if output_dir:
         return Path(output_dir).resolve()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache, "health-predict", "serving").resolve()
