@@ -4,13 +4,14 @@ through Airflow's REST API, the champion served by the stack's serving container
 Real parts: Docker engine, docker-compose.yml with Debian's PostgreSQL, moto's S3 server (the one
 S3-compatible store available here), MLflow behind its basic-auth app, Airflow 3 (api-server,
 scheduler with LocalExecutor, dag-processor, triggerer) and the serving image. The stack runs under
-its own compose project name, env file (generated secrets) and free loopback ports. Part of
-``make test``: under ``CI=true`` a missing Docker engine is an error (see tests/fixtures_docker.py).
+its own compose project name, env file (generated secrets) and free loopback ports. Opt-in
+(``HEALTH_PREDICT_STACK_TEST=1``); then under ``CI=true`` a missing Docker engine is an error.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 
@@ -21,7 +22,16 @@ from steps.core import config
 from steps.deployment import model_image, server, services_stack
 from tests.api.test_scoring_api import encounter_records
 
-pytestmark = pytest.mark.slow
+# Opt-in: with the monitoring, reasons and production tests added, the whole suite measured 84 min
+# on a 2-core machine with this test (and its 3 GB services image) included, against a 90-minute
+# CI limit.
+STACK_TEST_ENV = "HEALTH_PREDICT_STACK_TEST"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get(STACK_TEST_ENV) != "1", reason=f"opt-in: set {STACK_TEST_ENV}=1"
+    ),
+]
 
 TRAINING_DAG = "health_predict_training_hpo"
 TINY_TRAINING = {"run_split": True, "families": "logreg", "trials_per_family": 2,
