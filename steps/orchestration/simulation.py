@@ -191,13 +191,15 @@ def _handle_batch(
     matured = loop.usable_matured(state, index)
     state, record = engine.handle_batch(services, policy, state, data_uri)
     summary = record.summary or {}
-    estimated = summary.get("estimated_performance", {}).get("batch", {})
+    # A section the monitor could not compute is None (no usable matured labels, no scorable row).
+    estimated = summary.get("estimated_performance") or {}
+    drift = summary.get("drift") or {}
     row = {
         **record.row(),
         "labelled_rows": len(truth),
         "newest_matured_batch": matured[-1] if matured else None,
         "observed_rate": float(label.mean()) if label.size else math.nan,
-        "drift_share": summary.get("drift_share"),
+        "drift_share": drift.get("drift_share"),
         "estimated_roc_auc": estimated.get("roc_auc", math.nan),
         "served_roc_auc": served["roc_auc"],
         "served_roc_auc_se": served["roc_auc_se"],
