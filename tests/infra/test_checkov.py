@@ -121,8 +121,12 @@ def test_every_framework_ran_checks_and_parsed_every_file(static_reports):
     assert numbers["terraform"]["passed"] >= 50
     assert numbers["kubernetes"]["passed"] >= 50
     assert numbers["dockerfile"]["passed"] >= 10
-    for framework, framework_counts in numbers.items():
-        assert framework_counts["parsing_errors"] == 0, framework
+    unparsed = {
+        entry["check_type"]: entry["results"].get("parsing_errors")
+        for entry in static_reports
+        if entry["summary"]["parsing_errors"]
+    }
+    assert not unparsed, f"checkov could not parse: {unparsed}"
 
 
 def test_secrets_scan_is_live_on_compose_files(static_reports):
