@@ -41,7 +41,7 @@ fn main() -> s3s_fs::Result {
     // RUST_LOG chooses what is logged; by default the start, the stop and every error.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).init();
     serve(root.into(), auth, address)
 }
 
