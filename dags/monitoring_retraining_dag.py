@@ -42,9 +42,10 @@ monitored for performance, trained or gated on an unmatured label.
   it instead of starting a second retraining. The training DAG triggers the deployment DAG itself.
 - `inline`: run the same training-pipeline functions the training DAG's tasks call (`train` and
   `register` entry points) inside this run, then trigger `health_predict_api_deployment` when the
-  champion changed. Finished MLflow runs are found again by their run key, so a redone batch does
-  not retrain twice. `dag.test()` executes no triggered DAG run (it has no scheduler), so tests
-  and the scheduler-less replay (`mlflow run . -e simulate`) use this mode.
+  champion changed. The task takes the `health_predict_register` pool's one slot (it promotes), so
+  a training DAG's `register` waits for it. Finished MLflow runs are found again by their run key,
+  so a redone batch does not retrain twice. `dag.test()` executes no triggered DAG run (it has no
+  scheduler), so tests and the scheduler-less replay (`mlflow run . -e simulate`) use this mode.
 
 Parameters left empty/null take the MLproject defaults: `train`'s model families, the `simulate`
 entry point's `trials_per_family`, `batch_size` and `policy`, and the thresholds of `monitor` and
@@ -65,6 +66,7 @@ from steps.orchestration.dag_common import (
     DAG_SETTINGS,
     GATE_PARAMS,
     MONITORING_DAG_ID,
+    REGISTER_POOL,
     TRAINING_DAG_ID,
     deploy_branch,
     deploy_target_param,
@@ -286,7 +288,7 @@ def health_predict_monitoring_retraining():
 
     skip_retraining = EmptyOperator(task_id="skip_retraining")
 
-    @task(execution_timeout=timedelta(hours=3))
+    @task(execution_timeout=timedelta(hours=3), pool=REGISTER_POOL)
     def retrain_inline(state: dict, batch: dict, decision: dict) -> dict:
         """Train + register (with the policy's deployment cost) through the training pipeline's
         functions; returns the outcome."""

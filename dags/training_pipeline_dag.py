@@ -8,7 +8,8 @@
    preprocessor is refit on the combined data); hands on the parent training run id;
 3. **register**: the `register` entry point registers the best family as `challenger` and promotes
    it to `champion` only when the statistical gate passes on `eval_data_uri` (default
-   `initial_test`);
+   `initial_test`); it runs in the Airflow pool `health_predict_register` (one slot), so two
+   runs never judge against the same champion at once;
 4. **trigger_deployment**: when the champion changed, trigger `health_predict_api_deployment`
    (run id `deploy__v<version>__<this run id>`, stable across retries) with `deploy_target`.
 
@@ -31,6 +32,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from steps.orchestration.dag_common import (
     DAG_SETTINGS,
     GATE_PARAMS,
+    REGISTER_POOL,
     TRAINING_DAG_ID,
     deploy_branch,
     deploy_target_param,
@@ -95,7 +97,7 @@ def health_predict_training_hpo():
             ray_address=params["ray_address"] or None,
         )
 
-    @task
+    @task(pool=REGISTER_POOL)
     def register(train_run_id: str) -> dict:
         """Run the register gate; returns the champion versions before and after."""
         from dataclasses import asdict

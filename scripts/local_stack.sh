@@ -3,8 +3,8 @@
 # a throwaway Postgres (initdb/pg_ctl) holding the "airflow" and "mlflow" databases (created by
 # the same docker/postgres/init-databases.sh the container uses), `mlflow server` on it with a
 # proxied local artifact folder, and Airflow 3 on it as the compose stack runs it: `airflow db
-# migrate`, then api-server, scheduler (LocalExecutor), dag-processor and triggerer, each its own
-# process with its own pid and log file.
+# migrate` and the DAGs' pools (docker/airflow/pools.sh), then api-server, scheduler
+# (LocalExecutor), dag-processor and triggerer, each its own process with its own pid and log file.
 #
 #   scripts/local_stack.sh start    start whatever is not running, wait until healthy, write
 #                                   the env file (after a crash, `start` again restarts the rest)
@@ -216,8 +216,9 @@ launch_airflow() {
   # (the api-server still up) does not need to.
   if ! pid_alive "$STACK_DIR/airflow-api-server.pid"; then
     ( airflow_environment; umask 077
-      "$BIN/airflow" db migrate >"$STACK_DIR/airflow-migrate.log" 2>&1 ) \
-      || { tail -n 40 "$STACK_DIR/airflow-migrate.log" >&2; die "airflow db migrate failed"; }
+      "$BIN/airflow" db migrate >"$STACK_DIR/airflow-migrate.log" 2>&1 \
+        && bash "$PROJECT_ROOT/docker/airflow/pools.sh" >>"$STACK_DIR/airflow-migrate.log" 2>&1 ) \
+      || { tail -n 40 "$STACK_DIR/airflow-migrate.log" >&2; die "airflow db migrate or pools failed"; }
   fi
   for component in $AIRFLOW_COMPONENTS; do
     if pid_alive "$STACK_DIR/airflow-$component.pid"; then

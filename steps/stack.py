@@ -1,11 +1,12 @@
 """The compose services stack (docker-compose.yml): its .env, its images, up, serve and down.
 
 ``env`` writes ``.env`` (mode 0600, git-ignored) on first run with generated secrets and keeps
-every value already there, then records the services image tag from ``make images``. ``up``
-builds the images and starts the stack; ``serve`` builds the champion's serving image from the
-stack's own MLflow and starts the ``serving`` service; ``down`` removes containers and networks
-and keeps the volumes (the registry's database, auth) unless ``--volumes``. Works with
-``docker compose`` (the plugin) or the standalone ``docker-compose``.
+every value already there, then records the image tags. ``up`` builds the images (the object
+store's binary with cargo, which must be installed) and starts the stack; ``serve`` builds the
+champion's serving image from the stack's own MLflow and starts the ``serving`` service;
+``down`` removes containers and networks and keeps the volumes (the registry's database, the
+object store's data, auth) unless ``--volumes``. Works with ``docker compose`` (the plugin) or the
+standalone ``docker-compose``.
 
     python -m steps.stack up | serve | down [--volumes] | env
 """
@@ -20,7 +21,14 @@ import sys
 from steps.core import config
 from steps.deployment import images
 from steps.deployment.model_image import build_serving_image
-from steps.deployment.services_stack import ENV_FILE, HOST_CLIENT_ENV, compose, read_env, write_env
+from steps.deployment.services_stack import (
+    ENV_FILE,
+    HOST_CLIENT_ENV,
+    build_store_image,
+    compose,
+    read_env,
+    write_env,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("env", "up", "serve", "down"))
     parser.add_argument(
         "--volumes", action="store_true",
-        help="with down: delete the volumes too (Postgres: the MLflow registry, Airflow metadata)",
+        help="with down: delete the volumes too (the MLflow registry, Airflow metadata, artifacts)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
@@ -38,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             compose("--profile", "serving", "down", *volumes, "--remove-orphans")
             return 0
         client = images.engine()
-        settings = {"SERVICES_IMAGE": images.build_services_image(client)}
+        # The store first: a missing cargo stops before the long services build.
+        settings = {"STORE_IMAGE": build_store_image(client)}
+        settings["SERVICES_IMAGE"] = images.build_services_image(client)
         if args.action == "serve":
             values = read_env(ENV_FILE)
             os.environ.setdefault(

@@ -1,10 +1,11 @@
 #!/bin/bash
-# airflow-init of the compose stack: database migrations, then the simple auth manager's password
-# file (the airflow-auth volume) with a generated password for every user in
-# AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS that lacks one. Generated here, owner-only, so the
-# api-server finds it and never prints a generated password to its log.
+# airflow-init of the compose stack: database migrations, the DAGs' pools (pools.sh), then the
+# simple auth manager's password file (the airflow-auth volume) with a generated password for
+# every user in AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS that lacks one. Generated here,
+# owner-only, so the api-server finds it and never prints a generated password to its log.
 set -euo pipefail
 airflow db migrate
+bash "$(dirname "${BASH_SOURCE[0]}")/pools.sh"
 python - <<'PY'
 import json, os, secrets
 from pathlib import Path

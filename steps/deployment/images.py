@@ -280,9 +280,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def pip_source(base: str, requirements: list[str]) -> Iterator[tuple[dict[str, str], str | None]]:
     """Build arguments and network mode for pip in a build: PyPI when reachable, else the
-    wheelhouse (``requirements`` pinned by the lock) served on the host's loopback."""
-    if os.environ.get("HEALTH_PREDICT_PIP_SOURCE", "auto") != "wheelhouse" and (
-        build_container_reaches_pypi(base)
+    wheelhouse (``requirements`` pinned by the lock) served on the host's loopback; nothing
+    for an image that installs no Python package (no ``requirements``)."""
+    if not requirements or (
+        os.environ.get("HEALTH_PREDICT_PIP_SOURCE", "auto") != "wheelhouse"
+        and build_container_reaches_pypi(base)
     ):
         yield {}, None
         return

@@ -1,7 +1,8 @@
 """The compose services stack (docker-compose.yml): its .env, its images, up, serve and down.
 
 ``env`` writes ``.env`` (mode 0600, git-ignored) on first run with generated secrets and keeps
-every value already there, then records the services image tag from ``make images``. ``up``
+every value already there, then records the tags of the services image (``make images``) and of
+the object store's image (``build_store_image``: compiled with cargo on the host). ``up``
 builds the images and starts the stack; ``serve`` builds the champion's serving image from the
 stack's own MLflow and starts the ``serving`` service; ``down`` removes containers, networks and
 volumes. Works with ``docker compose`` (the plugin) or the standalone ``docker-compose``.
@@ -16,9 +17,12 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 from steps.core import config
+from steps.deployment import images
 from steps.deployment.images import ImageError
 
 COMPOSE_FILE = config.PROJECT_ROOT / "docker-compose.yml"
@@ -28,6 +32,20 @@ ENV_FILE = config.PROJECT_ROOT / ".env"
 
 
 SHARED_ZIP = config.PROJECT_ROOT.parent / "shared" / "data" / "dataset_diabetes.zip"
+
+
+# The object store's source (s3s-fs behind a main reading its keys from the environment) and
+# image; the binary is compiled on the host (a build container reaches no crate registry).
+STORE_SOURCE = config.PROJECT_ROOT / "docker" / "store"
+
+
+STORE_DOCKERFILE = config.PROJECT_ROOT / "docker" / "store.Dockerfile"
+
+
+STORE_IMAGE_REPOSITORY = "health-predict-store"
+
+
+STORE_BINARY = "health-predict-store"
 
 
 def _hex() -> str:
@@ -55,7 +73,7 @@ SECRETS = {
 
 # What an MLflow client outside the stack needs: the server advertises multipart downloads (its
 # artifact store is S3), whose presigned URLs name the S3 endpoint inside the stack's network
-# (http://s3:5000), which the host cannot reach: downloads would hang. Proxied downloads instead.
+# (http://s3:9000), which the host cannot reach: downloads would hang. Proxied downloads instead.
 HOST_CLIENT_ENV = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
 
 
@@ -114,3 +132,44 @@ def compose(
     return subprocess.run(
         [*command, *args], cwd=config.PROJECT_ROOT, check=check, capture_output=True, text=True
     )
+
+
+def store_target_dir() -> Path:
+    """Cargo's build folder for the store: the user's cache, kept between builds (the first
+    build compiles about 200 crates; a repeat with nothing changed takes a second)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache, "health-predict", "store-target")
+
+
+def build_store_binary() -> Path:
+    """The store's binary, compiled by ``cargo build --release --locked`` (Cargo.lock pins every
+    crate); an ``ImageError`` naming what is missing when cargo is not installed."""
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        raise ImageError(
+            "cargo (Rust's build tool) is not installed: it compiles the stack's object store "
+            f"({STORE_SOURCE.relative_to(config.PROJECT_ROOT)}, s3s-fs). Install Rust 1.92 or "
+            "newer (https://rustup.rs or your distribution's cargo package) and run this again"
+        )
+    target = store_target_dir()
+    command = [cargo, "build", "--release", "--locked", "--quiet",
+               "--manifest-path", str(STORE_SOURCE / "Cargo.toml")]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(
+        command, env={**os.environ, "CARGO_TARGET_DIR": str(target)}, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-10:])
+        raise ImageError(f"cargo failed to build the store (exit {done.returncode}):\n{tail}")
+    images.log(f"object store binary: cargo build in {time.monotonic() - started:.0f} s")
+    return target / "release" / STORE_BINARY
+
+
+def build_store_image(client) -> str:
+    """``health-predict-store:<content hash>``: the base image plus the host-built binary."""
+    binary = build_store_binary()
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp)
+        shutil.copy(STORE_DOCKERFILE, context / "Dockerfile")
+        shutil.copy(binary, context / STORE_BINARY)
+        return images.build(client, context, STORE_IMAGE_REPOSITORY, [])

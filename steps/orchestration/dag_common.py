@@ -1,5 +1,5 @@
 """What the Health Predict DAGs share: default task arguments, parameter helpers, gate parameter
-names and the deploy branch.
+names, the register pool and the deploy branch.
 
 A library module (not in ``dags/``), so every Airflow component that loads the DAG files finds it
 through the project on ``sys.path`` (``PYTHONPATH``), the CLI (``airflow dags list --local``)
@@ -20,6 +20,11 @@ DEPLOYMENT_DAG_ID = "health_predict_api_deployment"
 MONITORING_DAG_ID = "health_predict_monitoring_retraining"
 # Parameters of the `register` entry point a DAG run may override (null = MLproject default).
 GATE_PARAMS = ("margin", "deployment_cost", "auc_floor", "max_subgroup_recall_gap", "n_bootstrap")
+# One promotion at a time: every task that can promote a champion runs in this pool of one slot
+# (besides the registry-level lock of steps/registry), so two runs never judge against the same
+# champion. docker/airflow/pools.sh creates every pool of POOLS where Airflow is initialised.
+REGISTER_POOL = "health_predict_register"
+POOLS = {REGISTER_POOL: (1, "one register (judge and promote) at a time")}
 
 DEFAULT_ARGS = {
     "owner": "health-predict",

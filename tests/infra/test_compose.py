@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 
@@ -50,7 +51,8 @@ def test_all_services_are_defined(services):
 def test_every_image_is_one_built_here(services):
     for name, service in services.items():
         assert "build" not in service, f"{name}: images come from `make images`"
-        assert re.fullmatch(r"\$\{(SERVICES|SERVING)_IMAGE[:?-][^}]*\}", service["image"]), name
+        image = service["image"]
+        assert re.fullmatch(r"\$\{(SERVICES|STORE|SERVING)_IMAGE[:?-][^}]*\}", image), name
 
 
 def test_depends_on_waits_for_health_and_one_shot_steps(services):
@@ -129,6 +131,45 @@ def test_airflow_runs_local_executor_on_postgres(services):
     }
 
 
+def networks(service: dict) -> set[str]:
+    """The networks a service joins (compose's "default" when it names none)."""
+    return set(service.get("networks") or ["default"])
+
+
+def test_store_keeps_its_data_on_a_named_volume_and_its_keys_in_env(compose, services):
+    store = services["s3"]
+    volume, _, mount = store["volumes"][0].partition(":")
+    assert mount == "/var/lib/health-predict-store" and volume in compose["volumes"]
+    assert environment(store) == {
+        "S3_ACCESS_KEY_ID": "${S3_ACCESS_KEY_ID?set S3_ACCESS_KEY_ID in .env, empty for the "
+        "instance role}",
+        "S3_SECRET_ACCESS_KEY": "${S3_SECRET_ACCESS_KEY?set S3_SECRET_ACCESS_KEY in .env, empty "
+        "for the instance role}",
+    }
+    # MLflow and Airflow sign with the same pair, through the store's endpoint.
+    for name in ("mlflow", "s3-init", *AIRFLOW_SERVICES):
+        env = environment(services[name])
+        assert env["AWS_ACCESS_KEY_ID"].startswith("${S3_ACCESS_KEY_ID?"), name
+        assert env["AWS_SECRET_ACCESS_KEY"].startswith("${S3_SECRET_ACCESS_KEY?"), name
+        assert env["AWS_ENDPOINT_URL_S3"] == env["MLFLOW_S3_ENDPOINT_URL"], name
+        assert env["AWS_ENDPOINT_URL_S3"] == "${AWS_ENDPOINT_URL_S3:-http://s3:9000}", name
+        assert networks(services[name]) & networks(store), f"{name} cannot reach the store"
+    assert "moto" not in json.dumps(store)
+    # No key baked into the image: its Dockerfile sets none, the server reads its environment.
+    dockerfile = (PROJECT_ROOT / "docker" / "store.Dockerfile").read_text()
+    assert not re.search(r"ACCESS_KEY|SECRET", re.sub(r"(?m)^#.*$", "", dockerfile))
+    main = (PROJECT_ROOT / "docker" / "store" / "src" / "main.rs").read_text()
+    assert 'required("S3_ACCESS_KEY_ID")' in main and 'required("S3_SECRET_ACCESS_KEY")' in main
+
+
+def test_serving_shares_no_network_with_the_store_or_postgres(compose, services):
+    serving = networks(services["serving"])
+    assert serving == {"serving"} and "serving" in compose["networks"]
+    for name, service in services.items():
+        if name != "serving":
+            assert not networks(service) & serving, f"{name} shares a network with serving"
+
+
 def test_serving_runs_read_only_like_kubernetes(services):
     serving = services["serving"]
     assert serving["read_only"] is True
@@ -137,7 +178,7 @@ def test_serving_runs_read_only_like_kubernetes(services):
 
 
 def test_no_hard_coded_secrets(compose):
-    secret_keys = re.compile(r"(PASSWORD|SECRET|FERNET|TOKEN|SECRET_KEY|ACCESS_KEY_ID)$")
+    secret_keys = re.compile(r"(PASSWORD|SECRET|FERNET|TOKEN|SECRET_KEY|ACCESS_KEY|ACCESS_KEY_ID)$")
 
     def walk(node):
         if isinstance(node, dict):
@@ -221,6 +262,32 @@ def test_compose_config_accepts_the_files(tmp_path):
         cwd=PROJECT_ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # As compose resolves it, with the kind overlay's extra network for the scheduler.
+    resolved = subprocess.run(
+        [*command, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "-f", str(KIND_OVERLAY),
+         "config"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    joined = {
+        name: networks(service)
+        for name, service in yaml.safe_load(resolved.stdout)["services"].items()
+    }
+    assert joined["serving"] == {"serving"}
+    assert {"default", "kind"} <= joined["airflow-scheduler"]
+    assert all("serving" not in nets for name, nets in joined.items() if name != "serving")
+    assert joined["s3"] & joined["mlflow"] & joined["airflow-scheduler"]
+
+
+def test_stack_stops_with_an_error_naming_cargo_when_it_is_missing(monkeypatch, tmp_path, capsys):
+    """Fake: no Docker engine is asked (the store's build stops before it is used)."""
+    from steps import stack
+
+    monkeypatch.setattr(stack.images, "engine", lambda: object())
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cargo on it
+    assert stack.main(["up"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: cargo (Rust's build tool) is not installed"), error
+    assert "docker/store" in error
 
 
 def test_services_lock_is_the_runtime_subset_at_the_same_versions():

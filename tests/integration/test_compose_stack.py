@@ -1,11 +1,13 @@
 """The compose services stack for real: up from the locally built images, a training DAG run
-through Airflow's REST API, the champion served by the stack's serving container, then down -v.
+through Airflow's REST API, the object store recreated mid-stack and the champion's artifacts
+downloaded after it, the champion served by the stack's serving container, then down -v.
 
-Real parts: Docker engine, docker-compose.yml with Debian's PostgreSQL, moto's S3 server (the one
-S3-compatible store available here), MLflow behind its basic-auth app, Airflow 3 (api-server,
-scheduler with LocalExecutor, dag-processor, triggerer) and the serving image. The stack runs under
-its own compose project name, env file (generated secrets) and free loopback ports. Opt-in
-(``HEALTH_PREDICT_STACK_TEST=1``); then under ``CI=true`` a missing Docker engine is an error.
+Real parts: Docker engine, docker-compose.yml with Debian's PostgreSQL, the object store (s3s-fs,
+compiled here with cargo, on its named volume), MLflow behind its basic-auth app, Airflow 3
+(api-server, scheduler with LocalExecutor, dag-processor, triggerer) and the serving image. The
+stack runs under its own compose project name, env file (generated secrets) and free loopback
+ports. Opt-in (``HEALTH_PREDICT_STACK_TEST=1``); then under ``CI=true`` a missing Docker engine
+is an error.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import time
 import uuid
 
+import mlflow
 import pytest
 import requests
 
@@ -69,6 +72,7 @@ def compose_stack(docker_client, services_image, tmp_path_factory):
         env_file,
         {
             "SERVICES_IMAGE": services_image,
+            "STORE_IMAGE": services_stack.build_store_image(docker_client),
             "MLFLOW_PORT": ports["MLFLOW"],
             "AIRFLOW_PORT": ports["AIRFLOW"],
             "SERVING_PORT": ports["SERVING"],
@@ -77,8 +81,8 @@ def compose_stack(docker_client, services_image, tmp_path_factory):
     try:
         services_stack.compose("up", "-d", env_file=env_file, project=project)
         wait_for(
-            lambda: healthy(docker_client, project, {"postgres", "mlflow", "airflow-apiserver",
-                                                     "airflow-scheduler"}),
+            lambda: healthy(docker_client, project, {"postgres", "s3", "mlflow",
+                                                     "airflow-apiserver", "airflow-scheduler"}),
             900, "the stack to become healthy", poll_s=5,
         )  # fmt: skip
         yield project, values, env_file
@@ -98,6 +102,39 @@ def airflow_token(base: str, project: str, env_file) -> str:
     )
     assert response.status_code in (200, 201), response.text
     return response.json()["access_token"]
+
+
+# Run inside the mlflow container (it holds boto3 and reaches the store): the objects under a
+# prefix, listed with the key pair given as arguments 1 and 2 (or the container's own).
+LIST_OBJECTS = """
+import json, sys, boto3
+from botocore.exceptions import ClientError
+pair = dict(zip(("aws_access_key_id", "aws_secret_access_key"), sys.argv[1:-1]))
+s3 = boto3.client("s3", **pair)
+try:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[-1])
+    print(json.dumps(sorted(o["Key"] for page in pages for o in page.get("Contents", []))))
+except ClientError as error:
+    print(json.dumps({"refused": error.response["ResponseMetadata"]["HTTPStatusCode"]}))
+"""
+
+
+def store_listing(project: str, env_file, bucket: str, *keys: str):
+    done = services_stack.compose(
+        "exec", "-T", "mlflow", "python", "-c", LIST_OBJECTS, *keys, bucket,
+        env_file=env_file, project=project,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def recreate_store(docker_client, project: str, env_file) -> None:
+    """A new store container (the old one removed): only the named volume carries the data."""
+    before = services_stack.compose("ps", "-q", "s3", env_file=env_file, project=project).stdout
+    services_stack.compose("up", "-d", "--no-deps", "--force-recreate", "s3",
+                           env_file=env_file, project=project)  # fmt: skip
+    after = services_stack.compose("ps", "-q", "s3", env_file=env_file, project=project).stdout
+    assert before.strip() and after.strip() and before != after, "the store was not recreated"
+    wait_for(lambda: healthy(docker_client, project, {"s3"}), 120, "the recreated store")
 
 
 def test_training_dag_through_rest_then_prediction_from_serving(
@@ -127,6 +164,17 @@ def test_training_dag_through_rest_then_prediction_from_serving(
         return state if state in ("success", "failed") else None
 
     assert wait_for(finished, 1800, "the training DAG run", poll_s=10) == "success"
+    pool = requests.get(f"{base}/api/v2/pools/health_predict_register", headers=headers, timeout=30)
+    assert pool.json()["slots"] == 1, "airflow-init creates the register pool with one slot"
+
+    # The store: every object survives a new container; a made-up key is refused.
+    buckets = (values.get("MLFLOW_ARTIFACT_BUCKET", "mlflow-artifacts"), "health-predict-data")
+    stored = {bucket: store_listing(project, env_file, bucket) for bucket in buckets}
+    assert all(stored.values()), stored  # artifacts, and the split written to the data URI
+    recreate_store(docker_client, project, env_file)
+    assert {bucket: store_listing(project, env_file, bucket) for bucket in buckets} == stored
+    for keys in (("made-up-key", "made-up-secret"), (values["S3_ACCESS_KEY_ID"], "wrong")):
+        assert store_listing(project, env_file, buckets[0], *keys) == {"refused": 403}
 
     # The champion, read from the stack's MLflow (basic auth), served by the stack's container.
     # (monkeypatch: later tests of the session keep their own tracking store)
@@ -142,6 +190,9 @@ def test_training_dag_through_rest_then_prediction_from_serving(
         params={"max_results": 1}, timeout=30,
     )  # fmt: skip
     assert unauthenticated.status_code == 401
+    # The champion's artifacts, downloaded through MLflow from the recreated store.
+    downloaded = mlflow.artifacts.download_artifacts(config.CHAMPION_MODEL_URI)
+    assert {"MLmodel", "requirements.txt"} <= set(os.listdir(downloaded))
     image = model_image.build_serving_image(config.CHAMPION_MODEL_URI)
     services_stack.write_env(env_file, {"SERVING_IMAGE": image.tag})
     services_stack.compose("--profile", "serving", "up", "-d", "serving", env_file=env_file,
@@ -153,6 +204,19 @@ def test_training_dag_through_rest_then_prediction_from_serving(
     )  # fmt: skip
     assert response.status_code == 200, response.text[:300]
     assert len(response.json()["predictions"]) == 2
+    # The model server shares no network with the store (nor any other service).
+    networks = {
+        container.labels["com.docker.compose.service"]: set(
+            container.attrs["NetworkSettings"]["Networks"]
+        )
+        for container in docker_client.containers.list(
+            filters={"label": f"com.docker.compose.project={project}"}
+        )
+    }
+    assert networks["serving"] and not networks["serving"] & networks["s3"]
+    assert not networks["serving"] & set().union(
+        *(v for k, v in networks.items() if k != "serving")
+    )
 
 
 def test_down_leaves_nothing_behind(compose_stack, docker_client):

@@ -98,6 +98,8 @@ def test_airflow_runs_on_the_stack_postgres(local_stack: LocalStack):
     with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM alembic_version")
         assert cursor.fetchone()[0] == 1, "Airflow's migrations ran on the stack's database"
+        cursor.execute("SELECT slots FROM slot_pool WHERE pool = 'health_predict_register'")
+        assert cursor.fetchone() == (1,), "the register pool (docker/airflow/pools.sh), one slot"
 
 
 @pytest.fixture
