@@ -1,5 +1,5 @@
-# Image for every service of the compose stack but the model server: PostgreSQL (Debian's), moto's
-# S3 server, the MLflow tracking server and the Airflow 3 components, all on the project's pinned
+# Image for every service of the compose stack but the model server: PostgreSQL (Debian's), the
+# MLflow tracking server and the Airflow 3 components, all on the project's pinned
 # requirements.lock, so DAG tasks run the MLflow Project entry points with env_manager=local.
 # Built by `make images` (steps/deployment/images.py) FROM the BASE_IMAGE build argument; pip reads
 # PIP_NO_INDEX/PIP_FIND_LINKS when given (offline builds from the host's wheelhouse).
