@@ -41,7 +41,11 @@ class ReadmissionModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         k = reasons.requested_reasons(params)
-        frame = validation.validate_model_input(model_input)
+        return self.predict_validated(validation.validate_model_input(model_input), k)
+
+    def predict_validated(self, frame: pd.DataFrame, k: int) -> pd.DataFrame:
+        """:meth:`predict` of a frame already through ``validate_model_input``, with ``k``
+        reasons each way (what the scoring server calls once it has validated the request)."""
         if k == 0:
             return self._predictor.predict(frame)
         engineered = self._predictor.engineered(frame)

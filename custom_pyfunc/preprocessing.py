@@ -43,12 +43,14 @@ NATIVE_COLUMNS = (*features.FEATURE_NUMERIC_COLUMNS, *features.FEATURE_CATEGORIC
 def native_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Engineered features for a model with native categoricals: numeric columns as float64,
     categorical columns as text with missing as ``MISSING_CATEGORY``."""
-    numeric = frame[list(features.FEATURE_NUMERIC_COLUMNS)].to_numpy(dtype="float64")
-    text = frame[list(features.FEATURE_CATEGORICAL_COLUMNS)].to_numpy(dtype=object)
+    numeric = features.numeric_columns(frame, features.FEATURE_NUMERIC_COLUMNS)
+    text = features.text_columns(frame, features.FEATURE_CATEGORICAL_COLUMNS)
     text[pd.isna(text)] = MISSING_CATEGORY
-    data = {name: numeric[:, j] for j, name in enumerate(features.FEATURE_NUMERIC_COLUMNS)}
-    data.update({name: text[:, j] for j, name in enumerate(features.FEATURE_CATEGORICAL_COLUMNS)})
-    return pd.DataFrame(data, index=frame.index, columns=list(NATIVE_COLUMNS))
+    blocks = [
+        (numeric, features.FEATURE_NUMERIC_COLUMNS),
+        (text, features.FEATURE_CATEGORICAL_COLUMNS),
+    ]
+    return features.frame_of_blocks(blocks, frame.index)
 
 
 class FeatureEncoder(TransformerMixin, BaseEstimator):
@@ -70,7 +72,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
     def _codes(self, frame: pd.DataFrame) -> np.ndarray:
         """Integer category codes, one column per categorical feature."""
-        block = frame[list(self.vocabularies_)].to_numpy(dtype=object)
+        block = features.text_columns(frame, self.vocabularies_)
         codes = np.empty(block.shape, dtype="int64")
         for j, vocabulary in enumerate(self.vocabularies_.values()):
             other = len(vocabulary)
@@ -152,7 +154,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         """The model matrix for ``frame`` (any number of rows, unseen categories allowed)."""
         if self.encoding == "native":
             return native_frame(frame)
-        numeric = frame[list(features.FEATURE_NUMERIC_COLUMNS)].to_numpy(dtype="float64")
+        numeric = features.numeric_columns(frame, features.FEATURE_NUMERIC_COLUMNS)
         codes = self._codes(frame)
         if self.encoding == "onehot":
             return self._onehot_matrix(numeric, codes)
