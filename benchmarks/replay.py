@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 GOAL_AUC_GAP = 0.001
@@ -85,6 +86,8 @@ def run(work_dir: Path, args) -> dict[str, object]:
     from custom_pyfunc import columns
     from steps.core import config, storage, tracking
     from steps.evaluation import evaluate, gate
+    from steps.monitoring import assess
+    from steps.monitoring.decision import Thresholds
     from steps.orchestration import engine, loop, refits, simulation
 
     started = time.perf_counter()
@@ -101,8 +104,18 @@ def run(work_dir: Path, args) -> dict[str, object]:
         ).champion_after
     if not simulation.trained_without_future_data(frozen_version):
         raise RuntimeError(f"champion version {frozen_version} was trained with future data")
-    frozen = mlflow.pyfunc.load_model(loop.model_uri(frozen_version)).unwrap_python_model()
-    frozen = frozen._predictor
+    frozen_model = mlflow.pyfunc.load_model(loop.model_uri(frozen_version))
+    frozen = frozen_model.unwrap_python_model()._predictor
+    monitor_settings = {
+        "monitored": True,
+        "thresholds": Thresholds.defaults(),
+        "baseline_uri": storage.join(root, config.INITIAL_TEST_KEY),
+        "frozen_lineage": assess.model_lineage_tags(frozen_model),
+        "initial_train_uri": storage.join(root, config.INITIAL_TRAIN_KEY),
+        # Names this run's models in the monitor's score cache (a key like refit_0-6 is reused
+        # by every run).
+        "run_token": f"replay-{uuid.uuid4().hex[:8]}",
+    }
     setup_seconds = time.perf_counter() - started
 
     def read(key: str) -> pd.DataFrame:
@@ -132,7 +145,9 @@ def run(work_dir: Path, args) -> dict[str, object]:
         shutil.rmtree(arm_root, ignore_errors=True)
         storage.write_bytes(str(arm_root / config.FUTURE_DATA_KEY), future_bytes)
         state = engine.begin(args.batch_size, str(arm_root), lag)
-        services = refits.RefitServices(frozen, initial_train, str(arm_root), budget, cache)
+        services = refits.RefitServices(
+            frozen, initial_train, str(arm_root), budget, cache, **monitor_settings
+        )
         rows, scores = [], {}
         for index in range(stop):
             state, record = engine.handle_batch(services, policy, state, str(arm_root))
@@ -146,6 +161,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
                  "caught": int((flagged & (labels_i == 1)).sum()),
                  "readmissions": int(labels_i.sum())}
             )  # fmt: skip
+            print(json.dumps(rows[-1], default=str), flush=True)
             scores[index] = served
         return {"policy": policy_text, "timeline": rows, "scores": scores}
 
@@ -194,9 +210,6 @@ def run(work_dir: Path, args) -> dict[str, object]:
     ours = f"cost:{chosen['cost']:g}"
     arms = {name: replay(name, count) for name in (*SCHEDULES, ours)}
     replay_seconds = time.perf_counter() - replay_started
-    for arm in arms.values():
-        for row in arm["timeline"]:
-            print(json.dumps(row, default=str), flush=True)
 
     labels = np.concatenate([truth[i][1] for i in range(report_from, count)])
     patients = np.concatenate(
@@ -211,6 +224,10 @@ def run(work_dir: Path, args) -> dict[str, object]:
             "deployments": deployments(arm, report_from, count),
             "retrainings": sum(r["retrained"] for r in rows),
             "alerts": sum(bool(r["alerts"]) for r in rows),
+            "alerts_by_kind": {
+                kind: sum(kind in r["alerts"].split(",") for r in rows)
+                for kind in engine.ALERT_KINDS
+            },
             "flagged_share_per_batch": [r["flagged_share"] for r in rows],
             "caught": sum(r["caught"] for r in rows),
             "readmissions": sum(r["readmissions"] for r in rows),
@@ -257,6 +274,10 @@ def run(work_dir: Path, args) -> dict[str, object]:
         "frozen_family": frozen.family,
         "models_fitted": len(cache.fit_seconds),
         "fit_seconds_mean": round(float(np.mean(cache.fit_seconds)), 1) if cache.fit_seconds else 0,
+        "monitor_runs": len(cache.monitor_seconds),
+        "monitor_seconds_mean": round(float(np.mean(cache.monitor_seconds)), 1)
+        if cache.monitor_seconds
+        else 0,
         "setup_seconds": round(setup_seconds, 1),
         "replay_seconds": round(replay_seconds, 1),
         "cpus": os.cpu_count(),
