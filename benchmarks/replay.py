@@ -6,9 +6,11 @@ label lag ``--label-lag-batches``, default 30 days), each in its own loop state;
 only in their policy: ``frozen``, ``every:1``, ``every:2``, ``every:4`` and ``cost:C``.
 Retraining is in-process (``steps.orchestration.refits``): the initial champion's pipeline refitted
 on ``initial_train`` + the usable matured batches but the newest, recalibrated and re-thresholded
-on the newest (patient-disjoint) and gated there by ``gate.judge`` with the policy's deployment
-cost. The monitor is not run (``services.monitor`` returns nothing), so no arm sees an alert:
-the ``performance``-alert path of ``cost:C`` is exercised by the DAG and ``simulate`` only.
+by ``fitting.recalibrate`` (``train``'s rule) on the newest's calibration half and gated on its
+other half by ``gate.judge`` with the policy's deployment cost. Every batch is monitored by the
+``monitor``'s own ``assess`` on the served model, with the inputs the DAG gives it; an assessment
+is shared by the arms that serve the same model on the same usable batches (it depends on nothing
+else), so ``cost:C``'s ``performance``-alert path and the holds run here as in the DAG.
 
 A tuning period comes first: on batches ``0 .. --tuning-batches - 1`` the cost arm is replayed
 for each deployment cost in ``COST_GRID``; the largest cost whose pooled ROC-AUC there (from the
