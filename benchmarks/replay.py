@@ -12,6 +12,14 @@ other half by ``gate.judge`` with the policy's deployment cost. Every batch is m
 is shared by the arms that serve the same model on the same usable batches (it depends on nothing
 else), so ``cost:C``'s ``performance``-alert path and the holds run here as in the DAG.
 
+A ``data_quality`` alert holds its batch out of retraining, gating and the monitor's recent
+window until it is released on purpose. In the DAG a person does that; here a held batch is
+released ``--release-after`` batches later (default 1: before the next batch, when its labels
+mature at a lag of 1), with ``RELEASE_REASON``. On this data the alerts are a lasting shift
+(``medical_specialty`` goes from about 21% missing to 68% over the decade), not a broken feed:
+never released (``--release-after 0``), every batch after the first alert alerts against the same
+pre-shift window and is held too, and the loop stops learning.
+
 A tuning period comes first: on batches ``0 .. --tuning-batches - 1`` the cost arm is replayed
 for each deployment cost in ``COST_GRID``; the largest cost whose pooled ROC-AUC there (from the
 first batch a retrained model can serve) is within ``GOAL_AUC_GAP`` of ``every:1`` is kept (fewer
@@ -44,6 +52,8 @@ GOAL_AUC_GAP = 0.001
 COST_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02)
 SCHEDULES = ("frozen", "every:1", "every:2", "every:4")
 REFERENCE = "every:1"
+# The replay's stand-in for the care team that reviews a data_quality hold (--release-after).
+RELEASE_REASON = "replay: reviewed, a lasting shift of the feed, not a broken feed"
 
 
 def _use_stores(work_dir: Path) -> None:
@@ -152,6 +162,9 @@ def run(work_dir: Path, args) -> dict[str, object]:
         )
         rows, scores = [], {}
         for index in range(stop):
+            due = [j for j in state.held if 0 < args.release_after <= index - j]
+            if due:
+                state = engine.begin(args.batch_size, str(arm_root), lag, due, RELEASE_REASON)
             state, record = engine.handle_batch(services, policy, state, str(arm_root))
             rows_i, labels_i = truth[index]
             served = services.probability(record.champion, rows_i, f"batch_{index}")
@@ -226,6 +239,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
             "deployments": deployments(arm, report_from, count),
             "retrainings": sum(r["retrained"] for r in rows),
             "alerts": sum(bool(r["alerts"]) for r in rows),
+            "holds": sum(r["hold"] for r in rows),
             "alerts_by_kind": {
                 kind: sum(kind in r["alerts"].split(",") for r in rows)
                 for kind in engine.ALERT_KINDS
@@ -257,6 +271,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
         "batch_size": args.batch_size,
         "label_lag_batches": lag,
         "alert_budget": budget,
+        "release_after": args.release_after,
         "tuning_period": tuning,
         "reported_batches": [report_from, count - 1],
         "reported_rows": int(labels.size),
@@ -324,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-lag-batches", type=int, default=None, help="default: 30 days")
     parser.add_argument("--tuning-batches", type=int, default=8)
     parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--release-after",
+        type=int,
+        default=1,
+        help="release a held batch this many batches later (0: never; see the docstring)",
+    )
     parser.add_argument(
         "--families", default="", help="initial champion's families (empty: train's default)"
     )
