@@ -6,9 +6,19 @@ label lag ``--label-lag-batches``, default 30 days), each in its own loop state;
 only in their policy: ``frozen``, ``every:1``, ``every:2``, ``every:4`` and ``cost:C``.
 Retraining is in-process (``steps.orchestration.refits``): the initial champion's pipeline refitted
 on ``initial_train`` + the usable matured batches but the newest, recalibrated and re-thresholded
-on the newest (patient-disjoint) and gated there by ``gate.judge`` with the policy's deployment
-cost. The monitor is not run (``services.monitor`` returns nothing), so no arm sees an alert:
-the ``performance``-alert path of ``cost:C`` is exercised by the DAG and ``simulate`` only.
+by ``fitting.recalibrate`` (``train``'s rule) on the newest's calibration half and gated on its
+other half by ``gate.judge`` with the policy's deployment cost. Every batch is monitored by the
+``monitor``'s own ``assess`` on the served model, with the inputs the DAG gives it; an assessment
+is shared by the arms that serve the same model on the same usable batches (it depends on nothing
+else), so ``cost:C``'s ``performance``-alert path and the holds run here as in the DAG.
+
+A ``data_quality`` alert holds its batch out of retraining, gating and the monitor's recent
+window until it is released on purpose. In the DAG a person does that; here a held batch is
+released ``--release-after`` batches later (default 1: before the next batch, when its labels
+mature at a lag of 1), with ``RELEASE_REASON``. On this data the alerts are a lasting shift
+(``medical_specialty`` goes from about 21% missing to 68% over the decade), not a broken feed:
+never released (``--release-after 0``), every batch after the first alert alerts against the same
+pre-shift window and is held too, and the loop stops learning.
 
 A tuning period comes first: on batches ``0 .. --tuning-batches - 1`` the cost arm is replayed
 for each deployment cost in ``COST_GRID``; the largest cost whose pooled ROC-AUC there (from the
@@ -35,12 +45,15 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 GOAL_AUC_GAP = 0.001
 COST_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02)
 SCHEDULES = ("frozen", "every:1", "every:2", "every:4")
 REFERENCE = "every:1"
+# The replay's stand-in for the care team that reviews a data_quality hold (--release-after).
+RELEASE_REASON = "replay: reviewed, a lasting shift of the feed, not a broken feed"
 
 
 def _use_stores(work_dir: Path) -> None:
@@ -85,6 +98,8 @@ def run(work_dir: Path, args) -> dict[str, object]:
     from custom_pyfunc import columns
     from steps.core import config, storage, tracking
     from steps.evaluation import evaluate, gate
+    from steps.monitoring import assess
+    from steps.monitoring.decision import Thresholds
     from steps.orchestration import engine, loop, refits, simulation
 
     started = time.perf_counter()
@@ -101,8 +116,18 @@ def run(work_dir: Path, args) -> dict[str, object]:
         ).champion_after
     if not simulation.trained_without_future_data(frozen_version):
         raise RuntimeError(f"champion version {frozen_version} was trained with future data")
-    frozen = mlflow.pyfunc.load_model(loop.model_uri(frozen_version)).unwrap_python_model()
-    frozen = frozen._predictor
+    frozen_model = mlflow.pyfunc.load_model(loop.model_uri(frozen_version))
+    frozen = frozen_model.unwrap_python_model()._predictor
+    monitor_settings = {
+        "monitored": True,
+        "thresholds": Thresholds.defaults(),
+        "baseline_uri": storage.join(root, config.INITIAL_TEST_KEY),
+        "frozen_lineage": assess.model_lineage_tags(frozen_model),
+        "initial_train_uri": storage.join(root, config.INITIAL_TRAIN_KEY),
+        # Names this run's models in the monitor's score cache (a key like refit_0-6 is reused
+        # by every run).
+        "run_token": f"replay-{uuid.uuid4().hex[:8]}",
+    }
     setup_seconds = time.perf_counter() - started
 
     def read(key: str) -> pd.DataFrame:
@@ -132,9 +157,14 @@ def run(work_dir: Path, args) -> dict[str, object]:
         shutil.rmtree(arm_root, ignore_errors=True)
         storage.write_bytes(str(arm_root / config.FUTURE_DATA_KEY), future_bytes)
         state = engine.begin(args.batch_size, str(arm_root), lag)
-        services = refits.RefitServices(frozen, initial_train, str(arm_root), budget, cache)
+        services = refits.RefitServices(
+            frozen, initial_train, str(arm_root), budget, cache, **monitor_settings
+        )
         rows, scores = [], {}
         for index in range(stop):
+            due = [j for j in state.held if 0 < args.release_after <= index - j]
+            if due:
+                state = engine.begin(args.batch_size, str(arm_root), lag, due, RELEASE_REASON)
             state, record = engine.handle_batch(services, policy, state, str(arm_root))
             rows_i, labels_i = truth[index]
             served = services.probability(record.champion, rows_i, f"batch_{index}")
@@ -146,6 +176,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
                  "caught": int((flagged & (labels_i == 1)).sum()),
                  "readmissions": int(labels_i.sum())}
             )  # fmt: skip
+            print(json.dumps(rows[-1], default=str), flush=True)
             scores[index] = served
         return {"policy": policy_text, "timeline": rows, "scores": scores}
 
@@ -194,9 +225,6 @@ def run(work_dir: Path, args) -> dict[str, object]:
     ours = f"cost:{chosen['cost']:g}"
     arms = {name: replay(name, count) for name in (*SCHEDULES, ours)}
     replay_seconds = time.perf_counter() - replay_started
-    for arm in arms.values():
-        for row in arm["timeline"]:
-            print(json.dumps(row, default=str), flush=True)
 
     labels = np.concatenate([truth[i][1] for i in range(report_from, count)])
     patients = np.concatenate(
@@ -211,6 +239,11 @@ def run(work_dir: Path, args) -> dict[str, object]:
             "deployments": deployments(arm, report_from, count),
             "retrainings": sum(r["retrained"] for r in rows),
             "alerts": sum(bool(r["alerts"]) for r in rows),
+            "holds": sum(r["hold"] for r in rows),
+            "alerts_by_kind": {
+                kind: sum(kind in r["alerts"].split(",") for r in rows)
+                for kind in engine.ALERT_KINDS
+            },
             "flagged_share_per_batch": [r["flagged_share"] for r in rows],
             "caught": sum(r["caught"] for r in rows),
             "readmissions": sum(r["readmissions"] for r in rows),
@@ -238,6 +271,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
         "batch_size": args.batch_size,
         "label_lag_batches": lag,
         "alert_budget": budget,
+        "release_after": args.release_after,
         "tuning_period": tuning,
         "reported_batches": [report_from, count - 1],
         "reported_rows": int(labels.size),
@@ -257,6 +291,10 @@ def run(work_dir: Path, args) -> dict[str, object]:
         "frozen_family": frozen.family,
         "models_fitted": len(cache.fit_seconds),
         "fit_seconds_mean": round(float(np.mean(cache.fit_seconds)), 1) if cache.fit_seconds else 0,
+        "monitor_runs": len(cache.monitor_seconds),
+        "monitor_seconds_mean": round(float(np.mean(cache.monitor_seconds)), 1)
+        if cache.monitor_seconds
+        else 0,
         "setup_seconds": round(setup_seconds, 1),
         "replay_seconds": round(replay_seconds, 1),
         "cpus": os.cpu_count(),
@@ -301,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-lag-batches", type=int, default=None, help="default: 30 days")
     parser.add_argument("--tuning-batches", type=int, default=8)
     parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--release-after",
+        type=int,
+        default=1,
+        help="release a held batch this many batches later (0: never; see the docstring)",
+    )
     parser.add_argument(
         "--families", default="", help="initial champion's families (empty: train's default)"
     )

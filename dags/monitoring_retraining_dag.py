@@ -309,14 +309,13 @@ def health_predict_monitoring_retraining():
         params = get_current_context()["params"]
         loop_state, stored_batch = _loop_and_batch(params, state["loop_id"], batch)
         run_id = loop.trigger_run_id(loop_state, stored_batch.index, "retrain")
-        extra_train_uri, eval_data_uri = loop.retraining_inputs(
-            loop_state, stored_batch.index, params["data_uri"] or None
-        )
+        inputs = loop.retraining_inputs(loop_state, stored_batch.index, params["data_uri"] or None)
         services = _services(params)
         conf = {
             "data_uri": params["data_uri"],
-            "extra_train_uri": extra_train_uri,
-            "eval_data_uri": eval_data_uri,
+            "extra_train_uri": inputs.extra_train_uri,
+            "calibration_uri": inputs.calibration_uri,
+            "eval_data_uri": inputs.eval_data_uri,
             "run_key": run_id,
             "deploy_target": params["deploy_target"],
             **services.training,

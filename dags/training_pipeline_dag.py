@@ -5,7 +5,9 @@
    `processed_data/` from the raw file;
 2. **train**: the `train` entry point (Ray Tune HPO, one nested MLflow run per family and trial)
    on `initial_train`, plus the labelled rows at `extra_train_uri` when given (retraining: the
-   preprocessor is refit on the combined data); hands on the parent training run id;
+   preprocessor is refit on the combined data), calibrated and thresholded on `calibration_uri`
+   when given (retraining: part of the newest matured batch) else on `initial_validation`; hands
+   on the parent training run id;
 3. **register**: the `register` entry point registers the best family as `challenger` and promotes
    it to `champion` only when the statistical gate passes on `eval_data_uri` (default
    `initial_test`); it runs in the Airflow pool `health_predict_register` (one slot), so two
@@ -51,6 +53,9 @@ from steps.orchestration.dag_common import (
         "raw_data": Param("", type="string", description="Raw data source for ingest"),
         "extra_train_uri": Param("", type="string", description="Labelled rows added to training"),
         "eval_data_uri": Param("", type="string", description="Labelled data the gate judges on"),
+        "calibration_uri": Param(
+            "", type="string", description="Labelled rows to calibrate on (retraining)"
+        ),
         "families": optional_param("string", "Model families, comma-separated"),
         "trials_per_family": optional_param("integer", "Ray Tune trials per family", minimum=1),
         "time_budget_s": optional_param("number", "HPO time budget (s)", minimum=1),
@@ -95,6 +100,7 @@ def health_predict_training_hpo():
             time_budget_s=params["time_budget_s"],
             seed=params["seed"],
             ray_address=params["ray_address"] or None,
+            calibration_uri=params["calibration_uri"] or None,
         )
 
     @task(pool=REGISTER_POOL)

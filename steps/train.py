@@ -28,6 +28,8 @@ HELP = {
     "target": "label: 30d (readmitted <30 days) or any (<30 or >30)",
     "extra_train_uri": "labelled raw-format rows added to initial_train (retraining)",
     "alert_budget": "share of discharges to flag (top by risk on validation): sets the threshold",
+    "calibration_uri": "labelled raw-format rows to calibrate and set the threshold on instead "
+    "of validation (retraining: the newest matured batch's calibration part)",
 }
 
 

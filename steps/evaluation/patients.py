@@ -18,8 +18,9 @@ from steps.core.tracking import DATA_TAG_PREFIX
 from steps.data import labelled
 
 PATIENT_COLUMN = "patient_nbr"
-# The files a training run fits, calibrates, early-stops or tunes on (initial_test is only scored).
-TRAINING_SETS = ("initial_train", "initial_validation", "extra_train")
+# The files a training run fits, calibrates, early-stops or tunes on (initial_test is only scored;
+# ``calibration``: the matured rows a retrained model was calibrated and thresholded on).
+TRAINING_SETS = ("initial_train", "initial_validation", "extra_train", "calibration")
 URI_TAG_SUFFIX = "_uri"
 
 

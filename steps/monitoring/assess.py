@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pandas as pd
 
-from custom_pyfunc import columns, features
+from custom_pyfunc import columns, features, validation
+from custom_pyfunc.predictor import ReadmissionPredictor
 from steps.core import config, storage, tracking
 from steps.core.tracking import ALERTS_TAG, BATCH_TAG, DATA_TAG_PREFIX
 from steps.evaluation import patients
@@ -158,6 +161,7 @@ def assess(
     baseline_uri: str | None = None,
     thresholds: Thresholds | None = None,
     labelled_uri: str | None = None,
+    model: InProcessModel | None = None,
 ) -> dict:
     """The summary of one batch, without publishing anything: ``alerts`` (sorted kinds among
     ``decision.ALERT_KINDS``, empty when fine) and the sections ``data_quality``, ``performance``,
@@ -166,10 +170,31 @@ def assess(
     ``recent_uri``: the newest matured batches, comma-separated (the data-quality bounds and the
     drift reference; default: the rows the model was fitted on). Realised performance is judged
     on ``labelled_uri`` (the newest matured batch) when given, else on the batch's own labels.
+    ``model``: a model held in this process instead of the one at ``model_uri`` (the replay's
+    refits), with the lineage tags and alert budget it would have been logged with.
     """
     return _assess(
-        batch_uri, recent_uri, model_uri, report_uri, baseline_uri, thresholds, labelled_uri
+        batch_uri, recent_uri, model_uri, report_uri, baseline_uri, thresholds, labelled_uri, model
     )[0]
+
+
+@dataclass
+class InProcessModel:
+    """A predictor held in this process, answering like the logged pyfunc (same input
+    validation), with what the monitor reads from a logged model's run: its ``lineage`` data tags
+    and ``alert_budget``. ``key`` names it (its scores are cached under it)."""
+
+    predictor: ReadmissionPredictor
+    key: str
+    lineage: dict[str, str]
+    alert_budget: float
+
+    @property
+    def metadata(self) -> SimpleNamespace:
+        return SimpleNamespace(model_uuid=self.key, run_id=None)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.predictor.predict(validation.validate_model_input(frame))
 
 
 def alert_budget(model) -> float:
@@ -195,6 +220,7 @@ def _assess(
     baseline_uri: str | None,
     thresholds: Thresholds | None,
     labelled_uri: str | None,
+    in_process: InProcessModel | None = None,
 ) -> tuple[dict, DataDriftResult, PerformanceResult | None]:
     """The summary and the Evidently results behind it. Long because it is one linear sequence:
     read, score, judge the alerting sections, compute the drift diagnostic, assemble."""
@@ -205,8 +231,8 @@ def _assess(
     batch = load_table(batch_uri, "batch")
     check_table(batch)
     batch_rows = _valid_rows(batch)
-    model = load_model(model_uri)
-    lineage = model_lineage_tags(model)
+    model = in_process or load_model(model_uri)
+    lineage = in_process.lineage if in_process else model_lineage_tags(model)
     window = "recent batches" if recent_uri else "fitted on (no recent batch given)"
     recent_uri = (
         recent_uri or fitted_on_uri(lineage) or storage.join(data_root, config.INITIAL_TRAIN_KEY)
@@ -290,7 +316,7 @@ def _assess(
         [part.frame for part in recent_parts],
         _arrays(batch_labelled) if usable else None,
         _arrays(baseline_labelled),
-        alert_budget(model),
+        in_process.alert_budget if in_process else alert_budget(model),
         thresholds,
     )
     performance_result = performance_report(batch_labelled, baseline_labelled) if usable else None

@@ -49,6 +49,10 @@ ARCHIVE_DIR = "monitoring_state/archive"
 ENCOUNTERS_PER_DAY = 101_766 / 3_652
 LABEL_HORIZON_DAYS = 30
 DRIFT_SUMMARY_NAME = "drift_summary.json"
+# The monitor's recent window: the newest usable matured batches its data-quality bounds are
+# learnt from and its drift diagnostic compares with (the window the thresholds were chosen with,
+# benchmarks/alerts.py --window).
+RECENT_WINDOW_BATCHES = 2
 
 
 class LoopStateError(RuntimeError):
@@ -303,10 +307,32 @@ def retraining_plan(state: LoopState, batch_index: int) -> RetrainingPlan | None
     return RetrainingPlan(train_indices=matured[:-1], gate_index=matured[-1])
 
 
+@dataclass(frozen=True)
+class RetrainingInputs:
+    """Data-store URIs of a retraining: rows to train on (added to ``initial_train``), the
+    newest matured batch's calibration part (:func:`calibration_rows`) and the whole newest
+    matured batch, which the gate judges on without the patients trained or calibrated on."""
+
+    extra_train_uri: str
+    calibration_uri: str
+    eval_data_uri: str
+
+
+def calibration_rows(frame: pd.DataFrame) -> pd.Series:
+    """Whether each row's patient falls in the calibration half of a batch (a hash of the patient
+    number, so the same patient is always on the same side): a retrained model is calibrated and
+    thresholded on that half and gated on the other, patient-disjoint from both its training
+    data and its calibration."""
+    digest = frame["patient_nbr"].map(
+        lambda patient: hashlib.sha256(str(int(patient)).encode()).digest()[0]
+    )
+    return digest < 128
+
+
 def retraining_inputs(
     state: LoopState, batch_index: int, data_uri: str | None = None
-) -> tuple[str, str] | None:
-    """``(extra_train_uri, eval_data_uri)`` for retraining at ``batch_index``; None if too early."""
+) -> RetrainingInputs | None:
+    """The :class:`RetrainingInputs` for retraining at ``batch_index``; None if too early."""
     plan = retraining_plan(state, batch_index)
     if plan is None:
         return None
@@ -315,7 +341,14 @@ def retraining_inputs(
     extra_train_uri = build_retraining_data(plan.train_indices, data_uri)
     if extra_train_uri is None:
         return None
-    return extra_train_uri, release_labels(state, plan.gate_index, batch_index, data_uri)
+    eval_data_uri = release_labels(state, plan.gate_index, batch_index, data_uri)
+    newest = columns.read_encounters_csv(storage.read_bytes(eval_data_uri))
+    key = f"calibration_batch_{plan.gate_index:05d}.csv"
+    calibration_uri = storage.write_bytes(
+        storage.join(_data_root(data_uri), RETRAINING_DATA_DIR, key),
+        columns.to_raw_csv_bytes(newest[calibration_rows(newest)]),
+    )
+    return RetrainingInputs(extra_train_uri, calibration_uri, eval_data_uri)
 
 
 def build_retraining_data(batch_indices: list[int], data_uri: str | None = None) -> str | None:
@@ -444,6 +477,23 @@ def registration_outcome(train_run_id: str, register_run_id: str) -> TrainingOut
     )
 
 
+def monitor_inputs(state: LoopState, batch: Batch, data_uri: str | None = None) -> dict[str, str]:
+    """The ``monitor`` inputs of a stored batch: ``batch_uri``; ``labelled_uri``, the newest
+    usable matured batch with its labels (released here; empty before any has matured);
+    ``recent_uri``, the inputs of the :data:`RECENT_WINDOW_BATCHES` newest usable matured batches
+    (empty before any: the monitor then compares with what the model was fitted on); and
+    ``baseline_uri``, ``initial_test``."""
+    matured = usable_matured(state, batch.index)
+    labelled_uri = release_labels(state, matured[-1], batch.index, data_uri) if matured else ""
+    recent = [batch_uri(j, data_uri) for j in matured[-RECENT_WINDOW_BATCHES:]]
+    return {
+        "batch_uri": batch.uri,
+        "labelled_uri": labelled_uri,
+        "recent_uri": ",".join(recent),
+        "baseline_uri": storage.join(_data_root(data_uri), config.INITIAL_TEST_KEY),
+    }
+
+
 def run_monitor(
     batch: Batch,
     state: LoopState,
@@ -457,17 +507,13 @@ def run_monitor(
     carries the batch's run key (``monitor__<loop>__batch_<n>``): redoing the batch reuses the
     finished run and its stored summary instead of adding a second monitoring run.
     """
-    matured = usable_matured(state, batch.index)
-    labelled_uri = release_labels(state, matured[-1], batch.index, data_uri) if matured else ""
     report_uri = storage.join(
         _data_root(data_uri), config.DRIFT_REPORTS_DIR, state.loop_id, f"batch_{batch.index:05d}"
     )
     parameters = {
-        "batch_uri": batch.uri,
-        "baseline_uri": storage.join(_data_root(data_uri), config.INITIAL_TEST_KEY),
+        **monitor_inputs(state, batch, data_uri),
         "model_uri": model_uri(champion),
         "report_uri": report_uri,
-        "labelled_uri": labelled_uri,
         **(thresholds or {}),
     }
     run_key = trigger_run_id(state, batch.index, "monitor")
@@ -532,11 +578,11 @@ def retrain_for_batch(
     inputs = retraining_inputs(state, batch.index, data_uri)
     if inputs is None:
         return None
-    extra_train_uri, eval_data_uri = inputs
     run_key = trigger_run_id(state, batch.index, "retrain")
     train_run_id = run_training(
-        data_uri=data_uri, extra_train_uri=extra_train_uri, run_key=run_key, **training
-    )
+        data_uri=data_uri, extra_train_uri=inputs.extra_train_uri, run_key=run_key,
+        calibration_uri=inputs.calibration_uri, **training,
+    )  # fmt: skip
     return run_registration(
-        train_run_id, eval_data_uri, gate=gate, run_key=run_key, data_uri=data_uri
+        train_run_id, inputs.eval_data_uri, gate=gate, run_key=run_key, data_uri=data_uri
     )

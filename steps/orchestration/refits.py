@@ -2,16 +2,20 @@
 
 A challenger is the frozen champion's pipeline (same family and hyper-parameters,
 ``sklearn.base.clone``, no new search) refitted on ``initial_train`` plus the matured batches the
-loop hands it (``loop.retraining_inputs``: every usable matured batch but the newest). On the
-newest matured batch, with the patients it was trained on left out, it is recalibrated
-(``fitting.calibrate``) and then judged by the registry gate (``gate.judge``) against the champion,
-with the deployment cost the policy asks for. Its alert threshold
-(``evaluate.alert_budget_threshold``) is set on every row of that batch, returning patients
-included: they are part of the population it will serve, so leaving them out flags more than the
-budget.
+loop hands it (``loop.retraining_inputs``: every usable matured batch but the newest). It is
+served through ``fitting.recalibrate``, the rule ``train`` applies when retraining: calibrated on
+the calibration half of the newest matured batch (``loop.calibration_rows``) without the patients
+it was trained on, its alert threshold set on every row of that half. The registry gate
+(``gate.judge``) then judges it against the champion on the other half, without the patients it
+was trained or calibrated on (what ``register``'s exclusions leave of that batch), with the
+deployment cost the policy asks for.
 
-Refits, scores and gate verdicts are cached in a :class:`RefitCache` shared by the replay's arms:
-a model trained on the same batches is fitted once.
+The monitor is the ``monitor`` entry point's own assessment (``steps.monitoring.assess.assess``)
+of the served model held here, on the inputs the DAG gives it (``loop.monitor_inputs``).
+
+Refits, scores, gate verdicts and monitor summaries are cached in a :class:`RefitCache` shared by
+the replay's arms: a model trained on the same batches is fitted once, and a batch is assessed
+once per served model.
 """
 
 from __future__ import annotations
@@ -27,7 +31,11 @@ from sklearn.base import clone
 from custom_pyfunc import columns, features
 from custom_pyfunc.predictor import ReadmissionPredictor
 from steps.core import storage
+from steps.core.tracking import DATA_TAG_PREFIX
 from steps.evaluation import evaluate, gate, subgroups
+from steps.evaluation.patients import patient_ids
+from steps.monitoring import assess
+from steps.monitoring.decision import Thresholds
 from steps.orchestration import loop
 from steps.orchestration.engine import Outcome
 from steps.training import families, fitting
@@ -44,6 +52,9 @@ class RefitCache:
     scores: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     verdicts: dict[tuple, gate.GateDecision] = field(default_factory=dict)
     fit_seconds: list[float] = field(default_factory=list)
+    lineage: dict[str, dict[str, str]] = field(default_factory=dict)
+    summaries: dict[tuple, dict] = field(default_factory=dict)
+    monitor_seconds: list[float] = field(default_factory=list)
 
 
 def _read(uri: str) -> pd.DataFrame:
@@ -68,6 +79,15 @@ class RefitServices:
     seed: int = 42
     assess: object = None
     current: str = FROZEN
+    # The monitor (``monitored``): its thresholds, the held-out baseline, the frozen model's
+    # lineage tags (training data URIs), the training file behind ``initial_train`` and a token
+    # naming this replay's models in the score cache.
+    monitored: bool = False
+    thresholds: Thresholds | None = None
+    baseline_uri: str = ""
+    frozen_lineage: dict[str, str] = field(default_factory=dict)
+    initial_train_uri: str = ""
+    run_token: str = "replay"
 
     def __post_init__(self) -> None:
         self.cache.predictors.setdefault(FROZEN, self.frozen)
@@ -86,47 +106,71 @@ class RefitServices:
         return self.cache.scores[key, frame_key]
 
     def monitor(self, state: loop.LoopState, batch: loop.Batch, champion: str) -> dict | None:
-        if self.assess is None:
+        """The ``monitor``'s assessment (``steps.monitoring.assess.assess``, nothing published)
+        of the batch with the served model held here, on the inputs the DAG gives it
+        (``loop.monitor_inputs``); cached per (batch, model, usable matured batches), which is
+        everything it depends on, so arms serving the same model share it. ``assess`` replaces
+        it (a test's stand-in)."""
+        if self.assess is not None:
+            return self.assess(state, batch, champion, self.predictor(champion))
+        if not self.monitored:
             return None
-        return self.assess(state, batch, champion, self.predictor(champion))
+        inputs = loop.monitor_inputs(state, batch, self.data_uri)
+        key = (batch.index, champion, tuple(loop.usable_matured(state, batch.index)))
+        if key not in self.cache.summaries:
+            started = time.perf_counter()
+            model = assess.InProcessModel(
+                self.predictor(champion), f"{self.run_token}-{champion}",
+                self.cache.lineage.get(champion, self.frozen_lineage), self.alert_budget,
+            )  # fmt: skip
+            self.cache.summaries[key] = assess.assess(
+                inputs["batch_uri"], inputs["recent_uri"] or None, champion,
+                baseline_uri=self.baseline_uri, thresholds=self.thresholds,
+                labelled_uri=inputs["labelled_uri"] or None, model=model,
+            )  # fmt: skip
+            self.cache.monitor_seconds.append(time.perf_counter() - started)
+        return self.cache.summaries[key]
 
-    def _refit(self, key: str, extra_train_uri: str, gate_rows: pd.DataFrame) -> None:
-        """Fit, recalibrate and threshold the challenger ``key`` (see the module docstring)."""
+    def _refit(self, key: str, inputs: loop.RetrainingInputs) -> None:
+        """Fit the challenger ``key`` and serve it through ``fitting.recalibrate`` on the
+        calibration part of the newest matured batch (see the module docstring)."""
         started = time.perf_counter()
-        raw = pd.concat([self.initial_train, _read(extra_train_uri)], ignore_index=True)
+        raw = pd.concat([self.initial_train, _read(inputs.extra_train_uri)], ignore_index=True)
         rows, labels = evaluate.labelled_rows(raw[raw[columns.LABEL_COLUMN].notna()])
         pipeline = clone(self.frozen.estimator)
         pipeline.fit(
             _engineered(rows), labels, **families.fit_params(self.frozen.family, "model__")
         )
-        patients = set(rows["patient_nbr"].astype(str))
-        unseen = ~gate_rows["patient_nbr"].astype(str).isin(patients).to_numpy()
-        gate_labels = columns.make_label(gate_rows).to_numpy()
-        calibrated, _ = fitting.calibrate(
-            pipeline, _engineered(gate_rows[unseen]), gate_labels[unseen], seed=self.seed
-        )
-        served = calibrated if calibrated is not None else pipeline
-        threshold = evaluate.alert_budget_threshold(
-            served.predict_proba(_engineered(gate_rows))[:, 1], self.alert_budget
-        )
-        self.cache.predictors[key] = ReadmissionPredictor(
-            estimator=pipeline, threshold=threshold, family=self.frozen.family,
-            calibrated=calibrated,
+        patients = set(patient_ids(rows, "the training rows"))
+        calibration_rows, calibration_labels = evaluate.labelled_rows(_read(inputs.calibration_uri))
+        self.cache.predictors[key], _ = fitting.recalibrate(
+            pipeline, self.frozen.family, calibration_rows, calibration_labels, patients,
+            self.alert_budget, self.seed,
         )  # fmt: skip
-        self.cache.training_patients[key] = patients
+        self.cache.training_patients[key] = patients | set(
+            patient_ids(calibration_rows, "the calibration rows")
+        )
+        self.cache.lineage[key] = {
+            f"{DATA_TAG_PREFIX}{name}_uri": uri
+            for name, uri in (
+                ("initial_train", self.initial_train_uri),
+                ("extra_train", inputs.extra_train_uri),
+                ("calibration", inputs.calibration_uri),
+            )
+            if uri
+        }
         self.cache.fit_seconds.append(time.perf_counter() - started)
 
     def verdict(
         self, challenger: str, champion: str, gate_index: int, gate_rows: pd.DataFrame, cost: float
     ) -> gate.GateDecision:
-        """The registry gate on the gate batch's rows unseen by the challenger (cached)."""
+        """The registry gate on the gate batch's rows whose patients the challenger was neither
+        trained nor calibrated on (cached)."""
         key = (challenger, champion, gate_index, cost)
         if key not in self.cache.verdicts:
-            unseen = (
-                ~gate_rows["patient_nbr"]
-                .astype(str)
-                .isin(self.cache.training_patients[challenger])
-                .to_numpy()
+            unseen = ~np.isin(
+                patient_ids(gate_rows, "the gate rows"),
+                list(self.cache.training_patients[challenger]),
             )
             rows = gate_rows[unseen]
             frame_key = f"gate_{gate_index}_unseen_by_{challenger}"
@@ -149,12 +193,11 @@ class RefitServices:
         inputs = loop.retraining_inputs(state, batch.index, self.data_uri)
         if plan is None or inputs is None:
             return None
-        extra_train_uri, eval_data_uri = inputs
-        gate_rows, _ = evaluate.labelled_rows(_read(eval_data_uri))
+        gate_rows, _ = evaluate.labelled_rows(_read(inputs.eval_data_uri))
         trained = plan.train_indices
         key = f"refit_{trained[0]}-{trained[-1]}_n{len(trained)}_gate_{plan.gate_index}"
         if key not in self.cache.predictors:
-            self._refit(key, extra_train_uri, gate_rows)
+            self._refit(key, inputs)
         before = self.current
         if self.verdict(key, before, plan.gate_index, gate_rows, deployment_cost).promote:
             self.current = key

@@ -21,6 +21,9 @@ SPLIT_FILES = {
     "initial_validation": config.INITIAL_VALIDATION_KEY,
     "initial_test": config.INITIAL_TEST_KEY,
 }
+# Labelled rows to calibrate on and set the alert threshold on instead of initial_validation
+# (retraining: part of the newest matured batch, ``loop.retraining_inputs``).
+CALIBRATION_SPLIT = "calibration"
 
 
 @dataclass
@@ -48,8 +51,11 @@ def data_tags(hashes: dict[str, str], uris: dict[str, str]) -> dict[str, str]:
     }
 
 
-def load_training_data(data_uri: str, target: str, extra_train_uri: str = "") -> TrainingData:
-    """Read the three initial splits (plus optional extra training data) and engineer features."""
+def load_training_data(
+    data_uri: str, target: str, extra_train_uri: str = "", calibration_uri: str = ""
+) -> TrainingData:
+    """Read the three initial splits (plus optional extra training data and calibration rows,
+    :data:`CALIBRATION_SPLIT`) and engineer features."""
     root = data_uri or config.data_uri()
     raw, hashes, uris = {}, {}, {}
     for name, key in SPLIT_FILES.items():
@@ -60,6 +66,11 @@ def load_training_data(data_uri: str, target: str, extra_train_uri: str = "") ->
         extra = labelled.read_labelled(extra_train_uri)
         hashes["extra_train"], uris["extra_train"] = extra.sha256, ",".join(extra.uris)
         raw["initial_train"] = pd.concat([raw["initial_train"], extra.frame], ignore_index=True)
+    if calibration_uri:
+        calibration = labelled.read_labelled(calibration_uri)
+        raw[CALIBRATION_SPLIT] = calibration.frame
+        hashes[CALIBRATION_SPLIT] = calibration.sha256
+        uris[CALIBRATION_SPLIT] = ",".join(calibration.uris)
     frames, labels = {}, {}
     for name, frame in raw.items():
         raw[name], labels[name] = evaluate.labelled_rows(frame, target)

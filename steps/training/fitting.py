@@ -6,6 +6,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,14 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from custom_pyfunc import reasons
+from custom_pyfunc import features, reasons
 from custom_pyfunc.model import log_readmission_model
 from custom_pyfunc.predictor import ReadmissionPredictor
 from custom_pyfunc.preprocessing import FeatureEncoder
 from steps.core import tracking
 from steps.core.tracking import FAMILY_TAG, MODEL_URI_TAG, ROLE_TAG
-from steps.evaluation import baselines, evaluate
-from steps.training.data import TrainingData, log_dataset_inputs
+from steps.evaluation import baselines, evaluate, patients
+from steps.training.data import CALIBRATION_SPLIT, TrainingData, log_dataset_inputs
 from steps.training.families import ENCODING, build_estimator, fit_params
 
 logger = logging.getLogger(__name__)
@@ -76,21 +77,48 @@ def fit_family_best(
     # Served predictions are mostly single rows, where extra threads only add overhead.
     if "n_jobs" in pipeline.named_steps["model"].get_params():
         pipeline.set_params(model__n_jobs=1)
-    x_val, y_val = data.frames["initial_validation"], data.labels["initial_validation"]
-    calibrated, briers = calibrate(pipeline, x_val, y_val, seed)
-    probability = (calibrated or pipeline).predict_proba(x_val)[:, 1]
+    split = CALIBRATION_SPLIT if CALIBRATION_SPLIT in data.raw else "initial_validation"
+    predictor, briers = recalibrate(
+        pipeline, family, data.raw[split], data.labels[split],
+        patients.patient_ids(data.raw["initial_train"], "the training data"), alert_budget, seed,
+    )  # fmt: skip
+    probability = predictor.probability(data.raw[split])
+    details = {
+        "refit_time_s": fit_seconds,
+        "maxf1_threshold": evaluate.best_f1_threshold(data.labels[split], probability),
+        **{f"val_brier_{k}": v for k, v in briers.items()},
+    }
+    return predictor, details
+
+
+def recalibrate(
+    pipeline: Pipeline,
+    family: str,
+    rows: pd.DataFrame,
+    labels: np.ndarray,
+    training_patients: Iterable[str],
+    alert_budget: float,
+    seed: int,
+) -> tuple[ReadmissionPredictor, dict[str, float]]:
+    """The fitted ``pipeline`` served: calibrated (:func:`calibrate`) on the labelled raw ``rows``
+    of patients it was not trained on, its threshold flagging the ``alert_budget`` share of every
+    row (returning patients included: they are part of the population it will serve).
+
+    The one rule for both retraining paths: ``train`` (on ``initial_validation``, or on the
+    newest matured batch's calibration part when given ``calibration_uri``) and the replay's
+    in-process refits (``steps.orchestration.refits``); and the Brier score of each option.
+    """
+    engineered = features.engineer_features(features.clean_data(rows))
+    unseen = ~np.isin(patients.patient_ids(rows, "the calibration rows"), list(training_patients))
+    calibrated, briers = calibrate(pipeline, engineered[unseen], labels[unseen], seed)
+    probability = (calibrated or pipeline).predict_proba(engineered)[:, 1]
     predictor = ReadmissionPredictor(
         estimator=pipeline,
         threshold=evaluate.alert_budget_threshold(probability, alert_budget),
         family=family,
         calibrated=calibrated,
     )
-    details = {
-        "refit_time_s": fit_seconds,
-        "maxf1_threshold": evaluate.best_f1_threshold(y_val, probability),
-        **{f"val_brier_{k}": v for k, v in briers.items()},
-    }
-    return predictor, details
+    return predictor, briers
 
 
 def log_model_metrics(metrics: dict[str, float], model_id: str, data: TrainingData) -> None:
@@ -152,8 +180,9 @@ def log_family_best(
                 "threshold": round(predictor.threshold, 6),
                 "calibration": predictor.calibration,
                 "alert_budget": alert_budget,
-                "threshold_rule": f"flags the top {alert_budget:.0%} of validation discharges "
-                "by risk (alert budget)",
+                "threshold_rule": f"flags the top {alert_budget:.0%} of "
+                f"{'calibration' if CALIBRATION_SPLIT in data.raw else 'validation'} "
+                "discharges by risk (alert budget)",
                 "target": target,
                 "seed": seed,
             }

@@ -68,10 +68,11 @@ def train(
     target: str = columns.DEFAULT_TARGET,
     extra_train_uri: str = "",
     alert_budget: float = 0.1,
+    calibration_uri: str = "",
 ) -> str:
     """Run HPO, log every trial and each family's best pyfunc; return the training run id."""
     family_list = parse_families(families)
-    data = load_training_data(data_uri, target, extra_train_uri)
+    data = load_training_data(data_uri, target, extra_train_uri, calibration_uri)
     experiment_id = config.ensure_experiment(config.TRAINING_EXPERIMENT)
     with mlflow.start_run(tags={ROLE_TAG: TRAINING_ROLE}) as parent:
         mlflow.set_tags(data.data_tags())
@@ -85,6 +86,7 @@ def train(
                 "ray_address": ray_address or "local",
                 "target": target,
                 "extra_train_uri": extra_train_uri or "none",
+                "calibration_uri": calibration_uri or "none",
                 "alert_budget": alert_budget,
                 "selection_metric": tracking.SELECTION_METRIC,
                 **{f"{n}_rows": len(y) for n, y in data.labels.items()},

@@ -17,7 +17,9 @@ from custom_pyfunc import columns, features
 from custom_pyfunc.predictor import ReadmissionPredictor
 from custom_pyfunc.preprocessing import FeatureEncoder
 from steps.core import config, storage
+from steps.core.tracking import DATA_TAG_PREFIX
 from steps.evaluation import evaluate, gate
+from steps.monitoring.decision import Thresholds
 from steps.orchestration import engine, loop, refits
 from steps.training import families
 from tests.fixtures_data import synthetic_encounters
@@ -131,10 +133,15 @@ def test_dag_steps_and_replay_make_the_same_decisions_and_serve_the_same_models(
         replay.predictor(served_after).probability(probe),
     )
     assert loop.load_state(dag_root).held == [0] == loop.load_state(replay_root).held
-    # Its alert threshold was set on every row of the gate batch: it flags the budget there.
-    gate_rows, _ = evaluate.labelled_rows(future.iloc[2 * BATCH :])
-    flagged = dag.predictor(served_after).predict(gate_rows)["prediction"].mean()
-    assert abs(flagged - 0.1) <= 0.03
+    # It was calibrated and its alert threshold set on the calibration half of the newest
+    # matured batch (fitting.recalibrate, the rule train applies): it flags the budget there.
+    # The gate judged it on the other half only (what register's exclusions leave).
+    newest, _ = evaluate.labelled_rows(future.iloc[2 * BATCH :])
+    half = newest[loop.calibration_rows(newest)]
+    assert 0.3 < len(half) / len(newest) < 0.7
+    flagged = dag.predictor(served_after).predict(half)["prediction"].mean()
+    assert abs(flagged - 0.1) <= 0.02
+    assert set(half["patient_nbr"].astype(str)) <= dag.cache.training_patients[served_after]
 
     released = engine.begin(BATCH, dag_root, release=[0], reason="feed repaired")
     assert released.held == [] and released.releases[0]["reason"] == "feed repaired"
@@ -142,3 +149,42 @@ def test_dag_steps_and_replay_make_the_same_decisions_and_serve_the_same_models(
     assert engine.begin(BATCH, dag_root, release=[0]).releases == released.releases  # a retry
     with pytest.raises(loop.LoopStateError, match="batch 1 is not held"):
         engine.begin(BATCH, dag_root, release=[1])
+
+
+def test_replay_runs_the_monitor_on_the_dags_inputs_once_per_served_model(tmp_path, frozen):
+    """``RefitServices`` with the monitor on: the ``monitor`` entry point's own assessment of the
+    model held in-process, on ``loop.monitor_inputs``; a second arm serving the same model on the
+    same batches reuses it instead of assessing again."""
+    predictor, initial = frozen
+    root = _store(tmp_path, "arm", _encounters(2 * BATCH, seed=3))
+    initial_uri = storage.write_bytes(
+        storage.join(root, config.INITIAL_TRAIN_KEY), columns.to_raw_csv_bytes(initial)
+    )
+    baseline_uri = storage.write_bytes(
+        storage.join(root, config.INITIAL_TEST_KEY),
+        columns.to_raw_csv_bytes(_encounters(400, seed=4, signal=False)),
+    )
+    cache = refits.RefitCache()
+
+    def arm() -> refits.RefitServices:
+        return refits.RefitServices(
+            predictor, initial, root, alert_budget=0.1, cache=cache, monitored=True,
+            thresholds=Thresholds.defaults(), baseline_uri=baseline_uri,
+            frozen_lineage={f"{DATA_TAG_PREFIX}initial_train_uri": initial_uri},
+            initial_train_uri=initial_uri,
+        )  # fmt: skip
+
+    state = engine.begin(BATCH, root, label_lag_batches=1)
+    summaries = []
+    for _ in range(2):
+        state, record = engine.handle_batch(arm(), engine.parse_policy("frozen"), state, root)
+        summaries.append(record.summary)
+    assert all(set(summary["alerts"]) <= set(engine.ALERT_KINDS) for summary in summaries)
+    assert summaries[0]["labelled_uri"] is None and "roc_auc" not in summaries[0]["performance"]
+    # Batch 1: the frozen model judged on batch 0's matured labels, window = batch 0's inputs.
+    assert summaries[1]["labelled_uri"] == loop.matured_labels_uri(0, root)
+    assert summaries[1]["recent_uri"] == loop.batch_uri(0, root)
+    assert summaries[1]["labelled_rows"] > 0 and summaries[1]["drift"] is not None
+    assert len(cache.monitor_seconds) == 2
+    again = arm().monitor(state, loop.Batch(1, loop.batch_uri(1, root), BATCH, BATCH), "frozen")
+    assert again is summaries[1] and len(cache.monitor_seconds) == 2

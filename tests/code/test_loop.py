@@ -165,6 +165,19 @@ def test_nothing_is_retrained_or_gated_on_unmatured_labels(store, monkeypatch):
     assert not ids(future.iloc[20:25]) & (
         ids(read(trained["extra_train_uri"])) | ids(read(gated["eval_data_uri"]))
     )
+    # The challenger is calibrated and thresholded on the newest matured batch's calibration
+    # half; the gate's batch is the whole of it, register leaving those patients out.
+    newest = future.iloc[10:20]
+    calibration = read(trained["calibration_uri"])
+    assert ids(calibration) == ids(newest[loop.calibration_rows(newest)])
+    patients = lambda frame: set(frame["patient_nbr"].astype(int))  # noqa: E731
+    assert patients(calibration) == patients(newest) - patients(
+        newest[~loop.calibration_rows(newest)]
+    )
+    # The monitor's recent window: the inputs of the newest matured batches (none at batch 0).
+    windows = [params["recent_uri"] for params in handed["monitor"]]
+    assert windows == ["", loop.batch_uri(0, store), f"{loop.batch_uri(0, store)},"
+                       f"{loop.batch_uri(1, store)}"]  # fmt: skip
 
 
 def test_scheduled_arm_retrains_every_k_batches_once_labels_matured(store):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 
 from custom_pyfunc import columns
 from steps.core import storage
 from steps.data import labelled
+from steps.evaluation import evaluate, patients
 from steps.training import data as training_data
+from steps.training import fitting
 from tests.fixtures_data import synthetic_encounters
 
 
@@ -72,3 +75,35 @@ def test_one_reader_for_files_folders_and_lists_with_the_split_hash(synthetic_st
     assert len(both.frame) == len(single.frame) + 7
     with pytest.raises(labelled.LabelledDataError, match="no labelled CSV file at"):
         labelled.read_labelled(str(tmp_path / "nothing"))
+
+
+def _with_signal(n_rows: int, seed: int, low: float, high: float):
+    """Synthetic encounters whose 30-day label follows ``number_inpatient`` (risk low or high)."""
+    frame = synthetic_encounters(n_rows, seed=seed).copy()
+    risk = np.where(frame["number_inpatient"] >= 10, high, low)
+    frame["readmitted"] = np.where(np.random.default_rng(seed).random(n_rows) < risk, "<30", "NO")
+    return frame
+
+
+def test_calibration_rows_replace_validation_for_calibration_and_threshold(tmp_path):
+    """Retraining's ``calibration_uri``: the model is calibrated and thresholded there (the
+    alert budget's threshold on those rows, not on validation's), and its patients count as the
+    model's training patients, so ``register`` and ``monitor`` leave them out of evaluation."""
+    root = str(tmp_path / "store")
+    for offset, key in enumerate(training_data.SPLIT_FILES.values()):
+        frame = _with_signal(400, seed=offset, low=0.05, high=0.5)
+        storage.write_bytes(storage.join(root, key), columns.to_raw_csv_bytes(frame))
+    # A later period: more readmissions at every risk level, so calibration moves the scores.
+    path = storage.write_bytes(
+        str(tmp_path / "calibration.csv"),
+        columns.to_raw_csv_bytes(_with_signal(400, seed=60, low=0.3, high=0.9)),
+    )
+    data = training_data.load_training_data(root, "30d", calibration_uri=path)
+    assert training_data.CALIBRATION_SPLIT in data.hashes
+    predictor, _ = fitting.fit_family_best("logreg", {"C": 0.1}, data, seed=0, alert_budget=0.1)
+    rows = data.raw[training_data.CALIBRATION_SPLIT]
+    assert predictor.calibration != "none"
+    assert predictor.threshold == evaluate.alert_budget_threshold(predictor.probability(rows), 0.1)
+    assert predictor.probability(rows).mean() > 0.25  # calibrated to the later period's rate
+    training = patients.training_patients(data.data_tags())
+    assert set(patients.patient_ids(rows, "calibration")) <= training

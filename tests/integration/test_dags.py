@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
+import mlflow
 import pytest
 
 from custom_pyfunc import columns
@@ -203,6 +204,18 @@ def test_monitoring_dag_frozen_policy_then_retrains_and_promotes(scenario, slice
         "labelled_batches_00000_to_00000_n1.csv",
     )
     assert len(columns.read_encounters_csv(storage.read_bytes(retraining_data))) == BATCH_SIZE
+    # The retrained model was calibrated and thresholded on the calibration half of batch 1 (the
+    # newest matured batch), and the gate judged batch 1 without those patients.
+    client = mlflow.MlflowClient(tracking_uri=slice_env["MLFLOW_TRACKING_URI"])
+    trained = client.get_run(outcome["train_run_id"]).data.params
+    calibration_uri = trained[f"{config.RESOLVED_PREFIX}calibration_uri"]
+    calibration = columns.read_encounters_csv(storage.read_bytes(calibration_uri))
+    newest = loop.future_rows(1, BATCH_SIZE, slice_env["HEALTH_PREDICT_DATA_URI"])
+    assert set(calibration["encounter_id"]) == set(
+        newest[loop.calibration_rows(newest)]["encounter_id"]
+    )
+    version = client.get_model_version(config.MODEL_NAME, outcome["champion_after"]).tags
+    assert int(version["eval_patients_excluded_overlap"]) >= calibration["patient_nbr"].nunique()
     (deploy,) = [run for run in drifted.triggered if run["dag_id"] == DEPLOYMENT_DAG]
     assert deploy["run_id"] == f"deploy__{state['loop_id']}__batch_00001"
     assert deploy["conf"] == {"target": "local", "model_version": outcome["champion_after"]}
