@@ -7,10 +7,7 @@ Logged with MLflow's models-from-code: this file is the model's code and ends wi
 
 from __future__ import annotations
 
-import io
-import pickle
 import tempfile
-from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import joblib
@@ -22,12 +19,10 @@ from mlflow.types.schema import ColSpec, DataType, ParamSchema, ParamSpec, Schem
 
 from custom_pyfunc import columns, reasons, serving, validation
 from custom_pyfunc.predictor import ReadmissionPredictor
+from custom_pyfunc.requirements import pinned_requirements
 
 PREDICTOR_ARTIFACT = "predictor"
 PREDICTOR_FILE = "predictor.joblib"
-# Distributions every model needs at serving time, pinned to the versions it was trained with;
-# the fitted estimator's own library (lightgbm, xgboost, ...) is added per model.
-SERVING_DISTRIBUTIONS = ("mlflow", "pandas", "numpy", "scikit-learn", "joblib", "scipy")
 
 
 class ReadmissionModel(mlflow.pyfunc.PythonModel):
@@ -76,30 +71,6 @@ def example_input() -> pd.DataFrame:
         A1Cresult=">8", insulin="Up", metformin="Steady", change="Ch", diabetesMed="Yes",
     )  # fmt: skip
     return pd.DataFrame([row])[list(columns.INPUT_COLUMNS)]
-
-
-class _ModuleRecorder(pickle.Pickler):
-    """A pickler that notes the top-level module of every class and function it meets."""
-
-    def __init__(self, file):
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.modules: set[str] = set()
-
-    def reducer_override(self, obj):
-        owner = obj if isinstance(obj, type) else type(obj)
-        self.modules.add((getattr(owner, "__module__", None) or "").split(".")[0])
-        return NotImplemented
-
-
-def pinned_requirements(predictor: ReadmissionPredictor) -> list[str]:
-    """``name==version`` of ``SERVING_DISTRIBUTIONS`` and of every installed distribution whose
-    classes the fitted ``predictor`` holds (a LightGBM model needs lightgbm, not xgboost)."""
-    recorder = _ModuleRecorder(io.BytesIO())
-    recorder.dump(predictor)
-    owners = packages_distributions()
-    used = {dist for module in recorder.modules for dist in owners.get(module, [])}
-    names = dict.fromkeys([*SERVING_DISTRIBUTIONS, *sorted(used - set(SERVING_DISTRIBUTIONS))])
-    return [f"{name}=={version(name)}" for name in names]
 
 
 def log_readmission_model(predictor: ReadmissionPredictor, name: str = "model") -> ModelInfo:

@@ -18,6 +18,7 @@ Image tags are content-addressed (a hash of the build context and of the base im
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import functools
 import hashlib
 import http.server
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from custom_pyfunc.requirements import is_complete
 from steps.core import config
 
 PUBLIC_BASE_IMAGE = "python:3.11-slim"
@@ -52,6 +54,15 @@ BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "nginx", "libgomp
 
 
 BASE_PYTHON = "/usr/local/python"
+
+
+# What Debian's slim images (python:3.11-slim's base) leave out: documentation but its copyright
+# files, manual pages and translations (about 50 MB); dpkg keeps leaving them out for packages
+# installed later.
+DPKG_EXCLUDES = ("/usr/share/doc", "/usr/share/info", "/usr/share/man", "/usr/share/locale")
+
+
+DPKG_INCLUDE = "/usr/share/doc/*/copyright"
 
 
 SERVICES_IMAGE_REPOSITORY = "health-predict-services"
@@ -139,7 +150,7 @@ def debian_mirror() -> str:
 
 def local_base_tag() -> str:
     """The content-addressed tag of the debootstrapped base (a hash of its recipe)."""
-    recipe = json.dumps([DEBIAN_SUITE, BASE_PACKAGES, BASE_PYTHON, "minbase", 1])
+    recipe = json.dumps([DEBIAN_SUITE, BASE_PACKAGES, BASE_PYTHON, "minbase", DPKG_EXCLUDES, 1])
     return f"{LOCAL_BASE_REPOSITORY}:{DEBIAN_SUITE}-{_sha(recipe)[:12]}"
 
 
@@ -157,9 +168,27 @@ def debootstrap(root: Path) -> None:
         raise ImageError(f"debootstrap failed (exit {done.returncode}):\n{tail}")
 
 
+def slim_root(root: Path) -> None:
+    """``root`` without ``DPKG_EXCLUDES`` (but ``DPKG_INCLUDE``), now and for later packages."""
+    rules = [f"path-exclude {folder}/*" for folder in DPKG_EXCLUDES]
+    (root / "etc/dpkg/dpkg.cfg.d/slim").write_text(
+        "\n".join([*rules, f"path-include {DPKG_INCLUDE}"]) + "\n"
+    )
+    for folder in DPKG_EXCLUDES:
+        for path in sorted((root / folder.lstrip("/")).rglob("*"), reverse=True):
+            if not fnmatch.fnmatch(f"/{path.relative_to(root)}", DPKG_INCLUDE):
+                if path.is_symlink() or not path.is_dir():
+                    path.unlink()
+                else:
+                    with contextlib.suppress(OSError):  # still holds an included file
+                        path.rmdir()
+
+
 def import_root(root: Path, tag: str) -> None:
-    """Add the Python virtualenv to ``root``, drop apt caches, ``docker import`` it as ``tag``."""
+    """Add the Python virtualenv to ``root``, slim it, drop apt caches, ``docker import`` it as
+    ``tag``."""
     subprocess.run(["chroot", str(root), "python3", "-m", "venv", BASE_PYTHON], check=True)
+    slim_root(root)
     for leftover in ("var/cache/apt/archives", "var/lib/apt/lists", "var/log"):
         for child in (root / leftover).glob("*"):
             if child.is_file() or child.is_symlink():
@@ -226,13 +255,14 @@ def build_container_reaches_pypi(base: str) -> bool:
     return True
 
 
-def download_wheels(requirements: list[str]) -> Path:
-    """The shared wheelhouse, holding wheels for ``requirements`` pinned by requirements.lock.
+def download_wheels(requirements: list[str], resolve: bool = True) -> Path:
+    """The shared wheelhouse, holding wheels for ``requirements`` pinned by requirements.lock
+    (and, with ``resolve``, for their dependencies).
 
     A stamp per requirement set makes a repeat a no-op; pip skips wheels already present.
     """
     stamps = WHEELHOUSE / ".stamps"
-    stamp = stamps / _sha(LOCK_FILE.read_bytes(), *sorted(requirements))
+    stamp = stamps / _sha(LOCK_FILE.read_bytes(), str(resolve), *sorted(requirements))
     if stamp.exists():
         return WHEELHOUSE
     stamps.mkdir(parents=True, exist_ok=True)
@@ -243,7 +273,7 @@ def download_wheels(requirements: list[str]) -> Path:
         command = [
             sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
             "--only-binary=:all:", "--dest", str(WHEELHOUSE), "-r", str(request),
-            "-c", str(LOCK_FILE),
+            "-c", str(LOCK_FILE), *([] if resolve else ["--no-deps"]),
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -278,17 +308,19 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def pip_source(base: str, requirements: list[str]) -> Iterator[tuple[dict[str, str], str | None]]:
+def pip_source(
+    base: str, requirements: list[str], resolve: bool = True
+) -> Iterator[tuple[dict[str, str], str | None]]:
     """Build arguments and network mode for pip in a build: PyPI when reachable, else the
-    wheelhouse (``requirements`` pinned by the lock) served on the host's loopback; nothing
-    for an image that installs no Python package (no ``requirements``)."""
+    wheelhouse (:func:`download_wheels` of ``requirements``) served on the host's loopback;
+    nothing for an image that installs no Python package (no ``requirements``)."""
     if not requirements or (
         os.environ.get("HEALTH_PREDICT_PIP_SOURCE", "auto") != "wheelhouse"
         and build_container_reaches_pypi(base)
     ):
         yield {}, None
         return
-    wheelhouse = download_wheels(requirements)
+    wheelhouse = download_wheels(requirements, resolve)
     with _serve_directory(wheelhouse) as url:
         yield {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": url}, "host"
 
@@ -309,11 +341,13 @@ def build(
     dockerfile: str = "Dockerfile",
     hash_paths: list[Path] | None = None,
     nocache: bool = False,
+    resolve: bool = True,
 ) -> str:
     """``<repository>:<content hash>`` built from ``context`` unless the engine already has it.
 
-    ``hash_paths`` (default: the whole context) are the files that decide the image's content;
-    ``nocache`` builds every layer afresh (the cold build of benchmarks/container.py).
+    ``requirements`` are what pip installs (``resolve``: with their dependencies), for the
+    wheelhouse; ``hash_paths`` (default: the whole context) are the files that decide the image's
+    content; ``nocache`` builds every layer afresh (the cold build of benchmarks/container.py).
     """
     base = base_image(client)
     base_id = client.images.get(base).id
@@ -327,7 +361,7 @@ def build(
         return tag
     started = time.monotonic()
     log(f"{tag}: building from {base}")
-    with pip_source(base, requirements) as (pip_args, network):
+    with pip_source(base, requirements, resolve) as (pip_args, network):
         output = []
         for chunk in client.api.build(
             path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
@@ -344,18 +378,23 @@ def build(
     return tag
 
 
-def model_requirements(model_dir: Path) -> list[str]:
-    """What the serving image pip-installs for a saved model: the build dependencies of its
-    ``python_env.yaml``, its ``requirements.txt``, MLflow and the server's extras."""
-    python_env = yaml.safe_load((model_dir / "python_env.yaml").read_text())
+def model_requirements(model_dir: Path) -> tuple[list[str], bool]:
+    """What the serving image pip-installs for a saved model, and whether that list is complete
+    (installed without resolving dependencies): a model's complete requirements
+    (custom_pyfunc/requirements.py) as they are; else, as MLflow's own install steps do, the
+    build dependencies of its ``python_env.yaml``, its ``requirements.txt``, MLflow and the
+    server's extras."""
     lines = (model_dir / "requirements.txt").read_text().splitlines()
     wanted = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if is_complete(wanted):
+        return wanted, True
+    python_env = yaml.safe_load((model_dir / "python_env.yaml").read_text())
     return [
         *python_env.get("build_dependencies", []),
         *wanted,
         "mlflow==" + _locked_version("mlflow"),
         *SERVING_EXTRA_REQUIREMENTS,
-    ]
+    ], False
 
 
 def locked_versions(lock_file: Path = LOCK_FILE) -> dict[str, str]:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import mlflow
 
-from custom_pyfunc import validation
+from custom_pyfunc import requirements, validation
 from steps.core import config, tracking
 from steps.deployment import images
 
 NGINX_CONF = config.PROJECT_ROOT / "docker" / "serving" / "nginx.conf"
+WARM_UP = config.PROJECT_ROOT / "docker" / "serving" / "warm_up.py"
 
 
 APP_UID = 10001
@@ -101,7 +102,7 @@ def harden_dockerfile(dockerfile: str, workers: int) -> str:
     head = re.sub(
         r"^RUN (apt-get -y update && apt-get install -y --no-install-recommends nginx)$",
         r"RUN (command -v nginx >/dev/null && ldconfig -p | grep -q libgomp.so.1) "
-        r"|| (\1 libgomp1)",
+        r"|| (\1 libgomp1 && rm -rf /var/lib/apt/lists/*)",
         head,
         flags=re.MULTILINE,
     )
@@ -133,6 +134,39 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=180s --retries=3 \\
 
 """  # noqa: E501
     return head + hardening + "ENTRYPOINT" + entrypoint
+
+
+def install_complete_requirements(dockerfile: str) -> str:
+    """MLflow's generated Dockerfile for a model whose requirements are its whole serving set
+    (``custom_pyfunc/requirements.py``). Its two install steps (full ``mlflow``, then pip
+    resolving the model's requirements plus ``gunicorn[gevent]``, which the uvicorn scoring server
+    never runs) become ``pip install --no-deps --no-compile`` of the model's requirements.txt
+    (copied before the model, so the layer is reused while they are unchanged) and, once the model
+    is in, a run of the scoring server on the model's example (docker/serving/warm_up.py) that
+    compiles the bytecode of just the modules serving imports."""
+    mlflow_step = re.compile(r"^# Install MLflow\nRUN pip install mlflow==\S+\n", re.MULTILINE)
+    model_step = re.compile(
+        r"^(# Copy model to image and install dependencies\nCOPY (\S+) /opt/ml/model\n)"
+        r"RUN python -c \"from mlflow\.models import container as C; "
+        r"C\._install_pyfunc_deps\(.*\n",
+        re.MULTILINE,
+    )
+    model = model_step.search(dockerfile)
+    if not mlflow_step.search(dockerfile) or not model:
+        raise DeployError("MLflow's generated Dockerfile changed: its install steps were not found")
+    install = (
+        "# The model's requirements are its complete, pinned serving set (mlflow-skinny, not\n"
+        "# mlflow): installed as they are, without dependency resolution or bytecode.\n"
+        f"COPY {model.group(2)}/requirements.txt /opt/ml/requirements.txt\n"
+        "RUN pip install --no-deps --no-compile -r /opt/ml/requirements.txt\n"
+    )
+    warm_up = (
+        "# The scoring server once on the model's example: bytecode of what serving imports.\n"
+        f"COPY {WARM_UP.name} /opt/health-predict/{WARM_UP.name}\n"
+        f"RUN python /opt/health-predict/{WARM_UP.name}\n"
+    )
+    dockerfile = mlflow_step.sub(lambda _: install, dockerfile, count=1)
+    return model_step.sub(lambda match: match.group(1) + warm_up, dockerfile, count=1)
 
 
 def write_hardened_dockerfile(model_uri: str, output_dir: str | Path, workers: int) -> Path:
@@ -167,8 +201,17 @@ def write_hardened_dockerfile(model_uri: str, output_dir: str | Path, workers: i
         last_line = (generated.stderr.strip().splitlines() or ["no output"])[-1]
         raise DeployError(f"mlflow models generate-dockerfile failed: {last_line}")
     dockerfile = partial / "Dockerfile"
-    dockerfile.write_text(harden_dockerfile(dockerfile.read_text(), workers))
+    complete = any(
+        requirements.is_complete(path.read_text().splitlines())
+        for path in (partial / "model_dir").rglob("requirements.txt")
+    )
+    text = dockerfile.read_text()
+    if complete:
+        text = install_complete_requirements(text)
+    dockerfile.write_text(harden_dockerfile(text, workers))
     shutil.copy(NGINX_CONF, partial / "nginx.conf")
+    if complete:
+        shutil.copy(WARM_UP, partial / WARM_UP.name)
     (partial / BUILD_MARKER).write_text(f"serving build context of {model_uri}\n")
     if output_dir.is_dir():
         shutil.rmtree(output_dir)
@@ -201,8 +244,9 @@ def build_serving_image(
     dockerfile = write_hardened_dockerfile(model.uri, output_dir, workers)
     client = images.engine()
     model_dirs = [p.parent for p in (dockerfile.parent / "model_dir").rglob("requirements.txt")]
-    requirements = images.model_requirements(model_dirs[0]) if model_dirs else []
+    wanted, complete = images.model_requirements(model_dirs[0]) if model_dirs else ([], False)
     tag = images.build(
-        client, dockerfile.parent, images.SERVING_IMAGE_REPOSITORY, requirements, nocache=nocache
-    )
+        client, dockerfile.parent, images.SERVING_IMAGE_REPOSITORY, wanted, nocache=nocache,
+        resolve=not complete,
+    )  # fmt: skip
     return ServingImage(tag=tag, id=client.images.get(tag).id, model=model, dockerfile=dockerfile)

@@ -25,6 +25,20 @@ from tests.api.test_scoring_api import encounter_records
 
 pytestmark = pytest.mark.slow
 
+IMAGE_LIMIT_MB = 700
+# What the base image itself installs beside Python (python:3.11-slim adds wheel).
+BASE_DISTRIBUTIONS = {"pip", "setuptools", "wheel"}
+INSTALLED = (
+    "import importlib.metadata as m; from packaging.utils import canonicalize_name as c; "
+    "print(*{f'{c(d.name)}=={d.version}' for d in m.distributions()})"
+)
+# Is there bytecode for a module serving imports, and for one it never imports?
+BYTECODE = (
+    "import os, importlib.util as u, pandas, sklearn.base; "
+    "tests = os.path.join(os.path.dirname(pandas.__file__), 'tests', '__init__.py'); "
+    "print(*(os.path.exists(u.cache_from_source(f)) for f in (sklearn.base.__file__, tests)))"
+)
+
 
 def run_in(container, command: list[str]) -> tuple[int, str]:
     exit_code, output = container.exec_run(command)
@@ -76,9 +90,16 @@ def test_image_holds_only_the_saved_model(serving_container, trained_model):
     assert code != 0, "the project's steps package must not be in the image"
     code, listing = run_in(container, ["ls", "/opt/ml/model"])
     assert code == 0 and "MLmodel" in listing.split()
+    # No pip cache, no compiler or build tool (as root, which can look everywhere).
+    code, output = container.exec_run(
+        ["sh", "-c", "find / -xdev -path '*/.cache/pip' -print; command -v gcc cc make"], user="0"
+    )
+    assert output.decode().strip() == "", output
 
 
-def test_image_installs_only_the_champion_family_library(serving_container, container_model):
+def test_image_installs_exactly_the_model_requirements_and_stays_small(
+    serving_container, serving_image, container_model, docker_client
+):
     container, _ = serving_container
     requirements = mlflow.pyfunc.get_model_dependencies(container_model)
     pins = Path(requirements).read_text().split()
@@ -86,6 +107,21 @@ def test_image_installs_only_the_champion_family_library(serving_container, cont
         wanted = any(pin.startswith(f"{library}==") for pin in pins)
         code, _ = run_in(container, ["python", "-c", f"import {library}"])
         assert (code == 0) == wanted, f"{library}: in requirements {wanted}, importable {code == 0}"
+    # Installed: the model's pinned requirements (mlflow-skinny, not the tracking server's
+    # dependencies) and the base's own pip, nothing else.
+    code, output = run_in(container, ["python", "-c", INSTALLED])
+    installed = dict(line.split("==") for line in output.split())
+    assert code == 0 and dict(pin.split("==") for pin in pins) == {
+        name: version for name, version in installed.items() if name not in BASE_DISTRIBUTIONS
+    }, output
+    assert not {"mlflow", "pyarrow", "sqlalchemy", "matplotlib", "plotly", "gunicorn"} & set(
+        installed
+    )
+    # Bytecode only for what serving imports (compiled by the build's run of the server).
+    code, output = run_in(container, ["python", "-c", BYTECODE])
+    assert (code, output.split()) == (0, ["True", "False"]), output
+    size_mb = docker_client.images.get(serving_image.tag).attrs["Size"] / 1e6
+    assert size_mb <= IMAGE_LIMIT_MB, f"serving image {size_mb:.0f} MB"
 
 
 def test_answers_equal_in_process_predict(serving_container, container_model):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from custom_pyfunc import columns, features, model
+from custom_pyfunc import columns, features, model, requirements
 from steps.core import config
 from steps.evaluation import evaluate
 from steps.training import data as training_data
@@ -83,12 +83,16 @@ def test_logged_model_declares_signature_example_and_pinned_requirements(logged_
     assert info.signature.params.to_dict() == [
         {"name": "reasons", "type": "long", "default": 0, "shape": None}
     ]
-    requirements = mlflow.pyfunc.get_model_dependencies(logged_model_uri)
-    pins = Path(requirements).read_text().split()
-    for name in ("mlflow", "scikit-learn", "lightgbm", "pandas"):
+    pins = Path(mlflow.pyfunc.get_model_dependencies(logged_model_uri)).read_text().split()
+    # Complete (the scoring server's own fastapi and uvicorn are there), mlflow-skinny not mlflow.
+    for name in ("mlflow-skinny", "scikit-learn", "lightgbm", "pandas", "fastapi", "uvicorn"):
         assert any(pin.startswith(f"{name}==") for pin in pins), name
-    # Only the fitted family's library: a LightGBM model does not pull in xgboost.
-    assert not any(pin.startswith(("xgboost==", "catboost==")) for pin in pins), pins
+    assert requirements.is_complete(pins)
+    # Only the fitted family's library (a LightGBM model does not pull in xgboost), nothing of
+    # the tracking server or the project's other stages.
+    names = {pin.split("==")[0] for pin in pins}
+    unwanted = {"mlflow", "xgboost", "catboost", "pyarrow", "sqlalchemy", "ray", "evidently"}
+    assert not names & (unwanted | {"apache-airflow"}), names
     example = model.example_input()
     assert example.shape == (1, len(columns.INPUT_COLUMNS))
 
