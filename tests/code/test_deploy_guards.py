@@ -3,10 +3,6 @@ kubeconfig, the default build folder, and never deleting a folder deploy did not
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -14,25 +10,18 @@ import pytest
 
 from steps.core import config
 from steps.deployment import model_image, oci
+from tests.airflow_uid import check_cluster_as_airflow_uid
 
 
 def test_unreadable_kubeconfig_is_one_clear_problem_not_a_traceback():
     """As the Airflow uid (50000) against a root-owned 0600 kubeconfig, as on the EC2 host before
     the user data gave the scheduler its own copy."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("runs the check as uid 50000 against a root-owned file: needs root")
     with tempfile.TemporaryDirectory() as folder:
         Path(folder).chmod(0o755)
         kubeconfig = Path(folder, "config")
         kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
         kubeconfig.chmod(0o600)
-        check = subprocess.run(
-            ["setpriv", "--reuid=50000", "--regid=0", "--clear-groups", sys.executable, "-c",
-             "from steps.deployment.kubernetes import check_cluster; "
-             "print(check_cluster('health-predict', 'health-predict-api'))"],
-            cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-            env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "KUBECONFIG": str(kubeconfig)},
-        )  # fmt: skip
+        check = check_cluster_as_airflow_uid(str(kubeconfig))
     assert check.returncode == 0, check.stderr
     assert check.stdout.strip().startswith(
         f"the Kubernetes config {kubeconfig} is not readable by uid 50000"

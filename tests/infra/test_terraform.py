@@ -26,6 +26,7 @@ from hcl2.utils import SerializationOptions
 
 from steps.core.config import PROJECT_ROOT
 from steps.deployment import services_stack
+from tests.airflow_uid import check_cluster_as_airflow_uid
 
 TERRAFORM_DIR = PROJECT_ROOT / "terraform"
 TF_FILES = sorted(TERRAFORM_DIR.glob("*.tf"))
@@ -587,13 +588,7 @@ def _kubeconfig_block_then_cluster_check(block: str, home: Path):
     assert oct((home / ".kube" / "config").stat().st_mode & 0o777) == "0o600"
     internal = home / ".kube-internal" / "config"
     assert oct(internal.stat().st_mode & 0o007) == "0o0", "the kubeconfig is world-readable"
-    return subprocess.run(
-        ["setpriv", "--reuid=50000", "--regid=0", "--clear-groups", sys.executable, "-c",
-         "from steps.deployment.kubernetes import check_cluster; "
-         "print(check_cluster('health-predict', 'health-predict-api'))"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-        env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "KUBECONFIG": str(internal)},
-    )  # fmt: skip
+    return check_cluster_as_airflow_uid(str(internal))
 
 
 def _block(rendered_user_data: str, title: str) -> str:
