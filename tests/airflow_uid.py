@@ -31,7 +31,8 @@ def check_cluster_as_airflow_uid(kubeconfig: str) -> subprocess.CompletedProcess
         pytest.skip("runs the check as uid 50000: needs root and setpriv")
     probe = _as_airflow_uid("import steps.deployment.kubernetes", {})
     if probe.returncode != 0:
-        pytest.skip(f"uid {AIRFLOW_UID} cannot import this checkout: {probe.stderr.strip()[-200:]}")
+        last_line = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        pytest.skip(f"uid {AIRFLOW_UID} cannot import this checkout: {last_line}")
     return _as_airflow_uid(
         "from steps.deployment.kubernetes import check_cluster; "
         "print(check_cluster('health-predict', 'health-predict-api'))",
