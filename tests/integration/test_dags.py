@@ -206,7 +206,8 @@ def test_monitoring_dag_frozen_policy_then_retrains_and_promotes(scenario, slice
     assert len(columns.read_encounters_csv(storage.read_bytes(retraining_data))) == BATCH_SIZE
     # The retrained model was calibrated and thresholded on the calibration half of batch 1 (the
     # newest matured batch), and the gate judged batch 1 without those patients.
-    client = mlflow.MlflowClient(tracking_uri=slice_env["MLFLOW_TRACKING_URI"])
+    store = slice_env["MLFLOW_TRACKING_URI"]
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     trained = client.get_run(outcome["train_run_id"]).data.params
     calibration_uri = trained[f"{config.RESOLVED_PREFIX}calibration_uri"]
     calibration = columns.read_encounters_csv(storage.read_bytes(calibration_uri))
