@@ -30,22 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
+# The project root, so that this file runs as a script and as ``python -m benchmarks.families``.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.replay import prepare_stores
+
 TIE = 0.001
-
-
-def _use_stores(work_dir: Path) -> None:
-    """Point the data store and MLflow at ``work_dir`` (before any step module reads them)."""
-    os.environ["HEALTH_PREDICT_DATA_URI"] = str(work_dir / "data")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work_dir / 'mlflow.db'}"
-    os.environ["HEALTH_PREDICT_ARTIFACT_URI"] = (work_dir / "mlartifacts").as_uri()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
 def run(work_dir: Path, args) -> dict[str, object]:
     """Train every family on the tuning period and compare the family lists."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    _use_stores(work_dir)
+    prepare_stores(work_dir)
     import mlflow
     import pandas as pd
 
@@ -58,9 +52,6 @@ def run(work_dir: Path, args) -> dict[str, object]:
 
     started = time.perf_counter()
     root = config.data_uri()
-    if not storage.exists(storage.join(root, config.FUTURE_DATA_KEY)):
-        tracking.run_entry_point("ingest", {})
-        tracking.run_entry_point("split", {})
     future = columns.read_encounters_csv(
         storage.read_bytes(storage.join(root, config.FUTURE_DATA_KEY))
     )

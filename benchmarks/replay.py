@@ -56,13 +56,20 @@ REFERENCE = "every:1"
 RELEASE_REASON = "replay: reviewed, a lasting shift of the feed, not a broken feed"
 
 
-def _use_stores(work_dir: Path) -> None:
-    """Point the data store and MLflow at ``work_dir`` (before any step module reads them)."""
+def prepare_stores(work_dir: Path) -> None:
+    """Point the data store and MLflow at ``work_dir`` (before any step module reads them), and
+    ingest and split there when it holds no split yet."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     os.environ["HEALTH_PREDICT_DATA_URI"] = str(work_dir / "data")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work_dir / 'mlflow.db'}"
     os.environ["HEALTH_PREDICT_ARTIFACT_URI"] = (work_dir / "mlartifacts").as_uri()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    from steps.core import config, storage, tracking
+
+    if not storage.exists(storage.join(config.data_uri(), config.FUTURE_DATA_KEY)):
+        tracking.run_entry_point("ingest", {})
+        tracking.run_entry_point("split", {})
 
 
 def patient_bootstrap(labels, first, second, patients, n_resamples: int, seed: int = 0) -> dict:
@@ -89,14 +96,13 @@ def patient_bootstrap(labels, first, second, patients, n_resamples: int, seed: i
 
 def run(work_dir: Path, args) -> dict[str, object]:
     """Set up the initial champion, tune the cost on the tuning period, replay every arm."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    _use_stores(work_dir)
+    prepare_stores(work_dir)
     import mlflow
     import numpy as np
     import pandas as pd
 
     from custom_pyfunc import columns
-    from steps.core import config, storage, tracking
+    from steps.core import config, storage
     from steps.evaluation import evaluate, gate
     from steps.monitoring import assess
     from steps.monitoring.decision import Thresholds
@@ -104,9 +110,6 @@ def run(work_dir: Path, args) -> dict[str, object]:
 
     started = time.perf_counter()
     root = config.data_uri()
-    if not storage.exists(storage.join(root, config.FUTURE_DATA_KEY)):
-        tracking.run_entry_point("ingest", {})
-        tracking.run_entry_point("split", {})
     frozen_version = loop.champion_version()
     if frozen_version is None:
         # train's own default families (MLproject): the family the DAG retrains with.
