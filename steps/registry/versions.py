@@ -52,6 +52,8 @@ def promotion_lock(
             )  # fmt: skip
             break
         except mlflow.exceptions.MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue  # the holder released it between our insert and the store's lookup
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         with contextlib.suppress(mlflow.exceptions.MlflowException):

@@ -8,8 +8,10 @@ import threading
 import time
 import uuid
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from steps.core import config, tracking
 from steps.registry import versions
@@ -58,3 +60,23 @@ def test_a_stale_lock_is_broken_and_a_live_one_times_out(registry):
         live = versions.promotion_lock(registry, timeout_s=0.2, poll_s=0.05)
         with pytest.raises(versions.RegistrationError, match="held"), live:
             pass
+
+
+def test_a_lock_released_during_the_attempt_is_taken_on_the_next_try(registry, monkeypatch):
+    """SQLite's store answers a lost insert race by looking the name up; when the holder released
+    it in between, that lookup says 'does not exist', which means: try again, not fail."""
+    create = registry.create_registered_model
+    attempts = []
+
+    def released_in_between(name, **kwargs):
+        attempts.append(name)
+        if len(attempts) == 1:
+            raise mlflow.exceptions.MlflowException(
+                f"Registered Model with name={name} not found", error_code=RESOURCE_DOES_NOT_EXIST
+            )
+        return create(name, **kwargs)
+
+    monkeypatch.setattr(registry, "create_registered_model", released_in_between)
+    with versions.promotion_lock(registry, timeout_s=5, poll_s=0.05):
+        pass
+    assert len(attempts) == 2
