@@ -24,7 +24,10 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import mlflow
+import psycopg2
 import pytest
 from mlflow import MlflowClient
 
@@ -59,6 +62,7 @@ class StackScenario:
     register: dict
     deployment: dict
     deployment_states: dict
+    served: dict
     batch_states: list[dict] = field(default_factory=list)
     monitoring: list[dict] = field(default_factory=list)
     monitoring_states: list[dict] = field(default_factory=list)
@@ -164,6 +168,7 @@ def scenario(local_stack: LocalStack, airflow_api: AirflowApi) -> StackScenario:
         register=register,
         deployment=api.run(DEPLOYMENT_DAG, deploy_run_id),
         deployment_states=api.task_states(DEPLOYMENT_DAG, deploy_run_id),
+        served=api.xcom(DEPLOYMENT_DAG, deploy_run_id, "serve_and_smoke_test"),
         seconds=seconds,
     )
 
@@ -213,7 +218,34 @@ def test_training_dag_with_split_promotes_and_deploys(scenario, local_stack):
         "model_version": scenario.register["champion_after"],
     }
     assert scenario.deployment_states["serve_and_smoke_test"] == "success"
+    assert scenario.served["version"] == scenario.register["champion_after"]
+    answer = scenario.served["answer"]
+    assert answer and {"prediction", "probability_score"} <= set(answer[0])
     assert scenario.deployment_states["deploy_kubernetes"] == "skipped"
+
+
+def test_training_dag_runs_and_model_land_in_the_stack_stores(scenario, local_stack):
+    """The training DAG's runs and registry entries are rows of the stack's Postgres, and the
+    promoted model's files went through the MLflow server into its artifact destination."""
+    tracking = local_stack.env["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    train_run_id, version = scenario.register["train_run_id"], scenario.register["champion_after"]
+    assert client.get_run(train_run_id).data.tags["health_predict.role"] == "training"
+    assert client.get_model_version(config.MODEL_NAME, version).status == "READY"
+    dsn = local_stack.env["MLFLOW_BACKEND_STORE_URI"].replace("+psycopg2", "")
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM runs WHERE run_uuid = %s", (train_run_id,))
+        assert cursor.fetchone()[0] == 1
+        cursor.execute(
+            "SELECT count(*) FROM model_versions WHERE name = %s AND version = %s",
+            (config.MODEL_NAME, int(version)),
+        )
+        assert cursor.fetchone()[0] == 1
+    source = client.get_model_version_download_uri(config.MODEL_NAME, version)
+    model_dir = Path(mlflow.artifacts.download_artifacts(source, tracking_uri=tracking))
+    assert (model_dir / "MLmodel").is_file()
+    stored = list((local_stack.directory / "mlflow-artifacts").rglob("MLmodel"))
+    assert stored, "no model landed in the stack's artifact destination"
 
 
 def test_monitoring_trigger_mode_advances_once_per_batch(scenario):

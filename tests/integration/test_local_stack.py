@@ -1,7 +1,8 @@
 """scripts/local_stack.sh end to end: the services stack of docker-compose.yml as real processes
 (Postgres via initdb/pg_ctl, ``mlflow server`` on it, Airflow's api-server, scheduler,
 dag-processor and triggerer on it), its secrets kept off command lines and its ports on loopback,
-a small training and a registration against its MLflow server, then ``stop``.
+then ``stop``. Training and registration against its MLflow server are checked on the Airflow
+scenario's own training run (tests/integration/test_airflow_stack.py), which runs on this stack.
 
 The stack is the session's shared one (tests/integration/conftest.py); ``stop`` is tested last.
 Docker itself cannot run here, so this is the closest the compose stack gets to running.
@@ -10,21 +11,13 @@ Docker itself cannot run here, so this is the closest the compose stack gets to 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import mlflow
 import psutil
 import psycopg2
 import pytest
 import requests
-from mlflow import MlflowClient
 
-from steps.core import config
-from steps.registry import registration
-from steps.training import trainer
 from tests.integration.conftest import AIRFLOW_COMPONENTS, LocalStack
 
 SERVICES = ("mlflow", *(f"airflow-{component}" for component in AIRFLOW_COMPONENTS))
@@ -100,70 +93,6 @@ def test_airflow_runs_on_the_stack_postgres(local_stack: LocalStack):
         assert cursor.fetchone()[0] == 1, "Airflow's migrations ran on the stack's database"
         cursor.execute("SELECT slots FROM slot_pool WHERE pool = 'health_predict_register'")
         assert cursor.fetchone() == (1,), "the register pool (docker/airflow/pools.sh), one slot"
-
-
-@pytest.fixture
-def stack_tracking(local_stack: LocalStack) -> Iterator[str]:
-    """Point this process's MLflow client at the stack's server for one test, then restore."""
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = local_stack.env["MLFLOW_TRACKING_URI"]
-    config.configure_mlflow()
-    try:
-        yield local_stack.env["MLFLOW_TRACKING_URI"]
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
-        config.configure_mlflow()
-
-
-def test_training_and_registration_against_the_stack(
-    local_stack: LocalStack, stack_tracking: str, processed_data_uri: str
-):
-    started = time.monotonic()
-    train_run_id = trainer.train(
-        data_uri=processed_data_uri, families="logreg", trials_per_family=2, time_budget_s=300
-    )
-    champion_before = loop_champion(stack_tracking)
-    decision = registration.register(train_run_id=train_run_id)
-    print(f"\ntrain + register against the local stack: {time.monotonic() - started:.1f} s")
-
-    client = MlflowClient(tracking_uri=stack_tracking, registry_uri=stack_tracking)
-    assert client.get_run(train_run_id).data.tags["health_predict.role"] == "training"
-    version = client.get_model_version(config.MODEL_NAME, decision.version)
-    assert version.status == "READY"
-    # On a fresh registry the gate has no champion to beat; the Airflow tests may have made one.
-    assert decision.promoted or champion_before is not None, decision.reason
-    champion = client.get_model_version_by_alias(config.MODEL_NAME, config.CHAMPION_ALIAS)
-    assert champion.version == (decision.version if decision.promoted else champion_before)
-
-    # The runs and the registry live in the stack's Postgres ...
-    dsn = local_stack.env["MLFLOW_BACKEND_STORE_URI"].replace("+psycopg2", "")
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM runs WHERE run_uuid = %s", (train_run_id,))
-        assert cursor.fetchone()[0] == 1
-        cursor.execute(
-            "SELECT count(*) FROM model_versions WHERE name = %s AND version = %s",
-            (config.MODEL_NAME, int(decision.version)),
-        )
-        assert cursor.fetchone()[0] == 1
-    # ... and the model's files went through the server into its artifact destination.
-    model_dir = Path(
-        mlflow.artifacts.download_artifacts(f"models:/{config.MODEL_NAME}/{decision.version}")
-    )
-    assert (model_dir / "MLmodel").is_file()
-    stored = list((local_stack.directory / "mlflow-artifacts").rglob("MLmodel"))
-    assert stored, "no model landed in the stack's artifact destination"
-
-
-def loop_champion(tracking_uri: str) -> str | None:
-    """The version the champion alias points at on the stack's registry, None if unset."""
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    try:
-        return client.get_model_version_by_alias(config.MODEL_NAME, config.CHAMPION_ALIAS).version
-    except mlflow.exceptions.MlflowException:
-        return None
 
 
 def test_stop_ends_every_process(local_stack: LocalStack):

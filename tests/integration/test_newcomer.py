@@ -1,5 +1,7 @@
 """The README's way in, on a fresh store: every entry point through a real ``mlflow run``,
-configured only by the documented environment variables, with no ``--experiment-name``.
+configured only by the documented environment variables, with no ``--experiment-name``. ``deploy``
+is left out: its ``mlflow run`` is tests/infra/test_deploy_docker.py's, and its local target
+tests/code/test_deploy.py's.
 
 Regressions covered: ``register`` after ``mlflow run . -e train`` found no training run (it
 landed in ``Default``); ``simulate`` with ``HEALTH_PREDICT_DATA_URI`` crashed logging the resolved
@@ -31,7 +33,6 @@ CHAIN = {
     "train": SMALL_TRAINING,
     "register": (),
     "monitor": ("batch_uri={batch_uri}",),
-    "deploy": ("target=local",),
     "simulate": ("max_batches=1", f"batch_size={BATCH_ROWS}", *SMALL_TRAINING[:2]),
     "rollback": (),
 }
