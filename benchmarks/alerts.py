@@ -3,7 +3,8 @@
 A frozen model (LightGBM with fixed hyper-parameters, fitted on ``initial_train``, calibrated and
 thresholded at the alert budget on ``initial_validation``, like ``train`` does) and the
 ``future_data`` batches (``--batch-size`` rows, file order; labels of batch ``t`` mature at batch
-``t + --label-lag``; the recent window is the ``--window`` newest matured batches). Batches
+``t + --label-lag``; the recent window is the ``--window`` newest matured batches, by default
+the loop's ``loop.RECENT_WINDOW_BATCHES``). Batches
 ``0 .. --tuning-batches - 1`` are the tuning period: the thresholds were chosen on its figures
 (printed first); every other figure is on the batches after it.
 
@@ -21,6 +22,9 @@ thresholded at the alert budget on ``initial_validation``, like ``train`` does) 
 
     python benchmarks/alerts.py [--work-dir DIR] [--batch-size 5000] [--tuning-batches 8]
 
+The stores are under ``--work-dir`` (``benchmarks.replay.prepare_stores``: the raw data is
+ingested from ``HEALTH_PREDICT_RAW_DATA`` and split there when the folder holds no split yet).
+
 The last line printed is one JSON object.
 """
 
@@ -28,11 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+# The project root, so that this file runs as a script and as ``python -m benchmarks.alerts``.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.replay import prepare_stores
 
 # Fixed hyper-parameters in the middle of the LightGBM search space (no search: a 2-core run).
 PARAMS = {
@@ -49,21 +56,13 @@ EXPECTED = {
 }
 
 
-def _use_stores(work_dir: Path) -> None:
-    os.environ["HEALTH_PREDICT_DATA_URI"] = str(work_dir / "data")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work_dir / 'mlflow.db'}"
-    os.environ["HEALTH_PREDICT_ARTIFACT_URI"] = (work_dir / "mlartifacts").as_uri()
-
-
 def run(work_dir: Path, args) -> dict:
     """Fit the frozen model, replay real, null and harmed batches; returns the measurements."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    _use_stores(work_dir)
+    prepare_stores(work_dir)
     import pandas as pd
 
     from custom_pyfunc import columns
     from steps.core import config, storage
-    from steps.data import ingestion, splitting
     from steps.evaluation import evaluate
     from steps.monitoring import cbpe, decision, performance, tuning
     from steps.monitoring.inputs import contract_violations
@@ -71,10 +70,6 @@ def run(work_dir: Path, args) -> dict:
     from steps.training import fitting
 
     root = config.data_uri()
-    if not storage.exists(storage.join(root, config.FUTURE_DATA_KEY)):
-        shared = config.PROJECT_ROOT.parent / "shared" / "data" / "dataset_diabetes.zip"
-        ingestion.ingest(str(shared) if shared.exists() else "", data_uri=root)
-        splitting.split(data_uri=root)
     budget = float(config.project_defaults("train")["alert_budget"])
     thresholds = decision.Thresholds.defaults()
     data = training_data.load_training_data(root, "30d")
@@ -211,12 +206,21 @@ def run(work_dir: Path, args) -> dict:
 
 
 def main() -> None:
+    # The loop's recent window (declared once, in the loop): the window the thresholds are
+    # chosen with is the one the monitoring loop gives the monitor.
+    from steps.orchestration.loop import RECENT_WINDOW_BATCHES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", default="build/alerts-benchmark")
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--tuning-batches", type=int, default=8)
     parser.add_argument("--label-lag", type=int, default=1)
-    parser.add_argument("--window", type=int, default=2)
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=RECENT_WINDOW_BATCHES,
+        help="recent window in batches (default: the loop's, %(default)s)",
+    )
     parser.add_argument("--null-replays", type=int, default=10)
     parser.add_argument("--replay-batches", type=int, default=12)
     parser.add_argument("--harm-at", type=int, default=6)

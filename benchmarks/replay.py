@@ -32,6 +32,11 @@ resampled by patient (``--n-bootstrap``), and a per-batch paired view (9 batches
 pattern in them is a hint, not evidence). ``timeline.png`` (``--out``) shows the alerts,
 deployments and flagged share per batch. The last line printed is one JSON object.
 
+``--arms`` names the reported arms in the order they run (``cost`` is the tuned cost arm; default
+all five). Each batch prints one JSON line as it is handled, and each reported arm prints its
+summary (``arm_summary``, with its paired difference to ``every:1`` once that arm has run) as it
+finishes, so a run stopped early still shows the arms it completed.
+
     python benchmarks/replay.py --work-dir DIR [--batch-size 5000] [--tuning-batches 8]
 """
 
@@ -52,6 +57,8 @@ GOAL_AUC_GAP = 0.001
 COST_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02)
 SCHEDULES = ("frozen", "every:1", "every:2", "every:4")
 REFERENCE = "every:1"
+# The tuned cost arm's name in --arms.
+COST_ARM = "cost"
 # The replay's stand-in for the care team that reviews a data_quality hold (--release-after).
 RELEASE_REASON = "replay: reviewed, a lasting shift of the feed, not a broken feed"
 
@@ -226,18 +233,15 @@ def run(work_dir: Path, args) -> dict[str, object]:
 
     replay_started = time.perf_counter()
     ours = f"cost:{chosen['cost']:g}"
-    arms = {name: replay(name, count) for name in (*SCHEDULES, ours)}
-    replay_seconds = time.perf_counter() - replay_started
-
     labels = np.concatenate([truth[i][1] for i in range(report_from, count)])
     patients = np.concatenate(
         [truth[i][0]["patient_nbr"].astype(str).to_numpy() for i in range(report_from, count)]
     )
     reported = range(report_from, count)
-    table = {}
-    for name, arm in arms.items():
+
+    def summary(arm: dict) -> dict:
         rows = [r for r in arm["timeline"] if r["batch_index"] in reported]
-        table[name] = {
+        return {
             "roc_auc": round(gate.roc_auc(*pooled(arm, report_from, count)), 4),
             "deployments": deployments(arm, report_from, count),
             "retrainings": sum(r["retrained"] for r in rows),
@@ -251,13 +255,31 @@ def run(work_dir: Path, args) -> dict[str, object]:
             "caught": sum(r["caught"] for r in rows),
             "readmissions": sum(r["readmissions"] for r in rows),
         }
-    comparisons = {}
-    for name in (ours, "every:2", "every:4", "frozen"):
-        first = pooled(arms[name], report_from, count)[1]
-        second = pooled(arms[REFERENCE], report_from, count)[1]
-        comparisons[f"{name} minus {REFERENCE}"] = patient_bootstrap(
-            labels, first, second, patients, args.n_bootstrap
+
+    def compared(name: str) -> dict:
+        return patient_bootstrap(
+            labels,
+            pooled(arms[name], report_from, count)[1],
+            pooled(arms[REFERENCE], report_from, count)[1],
+            patients,
+            args.n_bootstrap,
         )
+
+    # The reported arms, in --arms order; each prints its summary as it finishes.
+    arms, table, comparisons = {}, {}, {}
+    for name in [ours if a == COST_ARM else a for a in args.arms]:
+        arms[name] = replay(name, count)
+        table[name] = summary(arms[name])
+        print(json.dumps({"arm_summary": {"arm": name, **table[name]}}, default=str), flush=True)
+        if REFERENCE not in arms:
+            continue
+        for other in [a for a in arms if a != REFERENCE]:
+            label = f"{other} minus {REFERENCE}"
+            if label not in comparisons:
+                comparisons[label] = compared(other)
+                line = {"paired_roc_auc_difference": {label: comparisons[label]}}
+                print(json.dumps(line, default=str), flush=True)
+    replay_seconds = time.perf_counter() - replay_started
     per_batch = {
         name: [
             round(a["roc_auc"] - b["roc_auc"], 4)
@@ -265,10 +287,11 @@ def run(work_dir: Path, args) -> dict[str, object]:
             if a["batch_index"] in reported
         ]
         for name in (ours, "every:4", "frozen")
+        if name in arms
     }
     if args.out:
         plot_timeline(arms, report_from, budget, Path(args.out))
-    shares = table[ours]["flagged_share_per_batch"]
+    shares = table[ours]["flagged_share_per_batch"] if ours in table else []
     return {
         "batches": count,
         "batch_size": args.batch_size,
@@ -281,14 +304,21 @@ def run(work_dir: Path, args) -> dict[str, object]:
         "table": table,
         "paired_roc_auc_difference_by_patient": comparisons,
         "per_batch_roc_auc_minus_every_1": per_batch,
+        "arms": list(arms),
         "goals": {
             "roc_auc_within_0.001_of_every_1": bool(
                 table[ours]["roc_auc"] >= table[REFERENCE]["roc_auc"] - GOAL_AUC_GAP
-            ),
+            )
+            if ours in table
+            else None,
             "at_most_half_the_deployments": bool(
                 2 * table[ours]["deployments"] <= table[REFERENCE]["deployments"]
-            ),
-            "flagged_share_within_1.5_points": bool(max(abs(s - budget) for s in shares) <= 0.015),
+            )
+            if ours in table
+            else None,
+            "flagged_share_within_1.5_points": bool(max(abs(s - budget) for s in shares) <= 0.015)
+            if shares
+            else None,
         },
         "frozen_version": frozen_version,
         "frozen_family": frozen.family,
@@ -354,7 +384,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials-per-family", type=int, default=4)
     parser.add_argument("--out", default="timeline.png", help="the timeline plot ('' = none)")
     parser.add_argument("--work-dir", default="", help="keep the stores here (default: temp)")
+    parser.add_argument(
+        "--arms",
+        type=lambda text: [a.strip() for a in text.split(",") if a.strip()],
+        default=[*SCHEDULES, COST_ARM],
+        help=f"reported arms in run order ('{COST_ARM}': the tuned cost; must include "
+        f"{REFERENCE}; default: {','.join([*SCHEDULES, COST_ARM])})",
+    )
     args = parser.parse_args(argv)
+    unknown = [a for a in args.arms if a not in (*SCHEDULES, COST_ARM)]
+    if unknown or REFERENCE not in args.arms or len(set(args.arms)) != len(args.arms):
+        parser.error(
+            f"--arms: among {','.join([*SCHEDULES, COST_ARM])}, once each, with {REFERENCE}"
+        )
     if args.work_dir:
         Path(args.work_dir).mkdir(parents=True, exist_ok=True)
         measured = run(Path(args.work_dir).resolve(), args)
