@@ -47,6 +47,7 @@ files, the model and each measurement's log (``scaling/logs/``); a second run re
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -72,6 +73,13 @@ SEED = 42
 # New patient and encounter ids start above every real one (patient_nbr < 2e8, encounter_id <
 # 5e8), one range per resampled file.
 ID_BASE = 1_000_000_000
+# Loaded by train on first use; imported before its clock starts.
+TRAIN_IMPORTS = (
+    "ray", "ray.tune", "ray.tune.search.basic_variant", "aiohttp", "boto3", "git", "tensorboardX",
+    "matplotlib.pyplot", "narwhals",
+)  # fmt: skip
+# The untimed first monitoring call's batch and window (rows).
+WARMUP_BATCH_ROWS, WARMUP_REFERENCE_ROWS = 2_000, 2_000
 STAGE_LABELS = {
     "train": "train",
     "monitor": "monitor",
@@ -109,7 +117,7 @@ def resample_by_patient(frame, rows: int, seed: int, id_base: int):
 def prepare_inputs(plan: dict) -> dict[str, str]:
     """Write the resampled files once (same seed, same files); return their URIs by name:
     ``train_<rows>`` (a data-store root with the three initial splits), ``batch_<rows>`` and
-    ``reference_<rows>``."""
+    ``reference_<rows>`` (the monitor's warm-up batch and window included)."""
     from custom_pyfunc import columns
     from steps.core import config, storage
 
@@ -124,8 +132,13 @@ def prepare_inputs(plan: dict) -> dict[str, str]:
             storage.write_bytes(uri, columns.to_raw_csv_bytes(make()))
         return uri
 
+    # Each file's seed and id range follow from its place in the full plan, whatever is run.
+    monitor_files = [
+        *(("batch", rows) for rows in (*BATCH_ROWS, WARMUP_BATCH_ROWS)),
+        *(("reference", rows) for rows in (*REFERENCE_ROWS, WARMUP_REFERENCE_ROWS)),
+    ]
     uris, sources = {}, {}
-    for i, rows in enumerate(plan["train"]):
+    for rows in plan["train"]:
         split_root = storage.join(base, f"train_{rows}")
         for key in (config.INITIAL_VALIDATION_KEY, config.INITIAL_TEST_KEY):
             if not storage.exists(storage.join(split_root, key)):
@@ -134,25 +147,27 @@ def prepare_inputs(plan: dict) -> dict[str, str]:
                 )
         if "train" not in sources:
             sources["train"] = read(config.INITIAL_TRAIN_KEY)
+        index = 1 + TRAIN_ROWS.index(rows)
         write(
             storage.join(split_root, config.INITIAL_TRAIN_KEY),
-            lambda rows=rows, i=i: resample_by_patient(
-                sources["train"], rows, SEED + i, ID_BASE * (1 + i)
+            lambda rows=rows, index=index: resample_by_patient(
+                sources["train"], rows, SEED + index, ID_BASE * index
             ),
         )
         uris[f"train_{rows}"] = split_root
-    offset = 1 + len(plan["train"])
-    for role, sizes in (("batch", plan["batch"]), ("reference", plan["reference"])):
-        for rows in sizes:
-            if "future" not in sources:
-                sources["future"] = read(config.FUTURE_DATA_KEY)
-            uris[f"{role}_{rows}"] = write(
-                storage.join(base, f"{role}_{rows}.csv"),
-                lambda rows=rows, offset=offset: resample_by_patient(
-                    sources["future"], rows, SEED + offset, ID_BASE * offset
-                ),
-            )
-            offset += 1
+    wanted = {("batch", WARMUP_BATCH_ROWS), ("reference", WARMUP_REFERENCE_ROWS)}
+    wanted |= {("batch", rows) for rows in plan["batch"]}
+    wanted |= {("reference", rows) for rows in plan["reference"]}
+    for role, rows in wanted:
+        if "future" not in sources:
+            sources["future"] = read(config.FUTURE_DATA_KEY)
+        index = 1 + len(TRAIN_ROWS) + monitor_files.index((role, rows))
+        uris[f"{role}_{rows}"] = write(
+            storage.join(base, f"{role}_{rows}.csv"),
+            lambda rows=rows, index=index: resample_by_patient(
+                sources["future"], rows, SEED + index, ID_BASE * index
+            ),
+        )
     return uris
 
 
@@ -185,6 +200,15 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
 
 
+def imported_since(modules: set[str]) -> dict[str, int]:
+    """Modules imported since ``modules`` was taken, counted per top-level package: what the
+    timed work still loaded on first use."""
+    counts: dict[str, int] = {}
+    for name in set(sys.modules) - modules:
+        counts[name.split(".")[0]] = counts.get(name.split(".")[0], 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
 def repeats(rows: int) -> int:
     """Timed calls per scoring size: many at one row, a few at 10k."""
     return max(5, min(200, 20_000 // rows))
@@ -205,10 +229,22 @@ def timed_median(call, count: int, warmup: int) -> float:
 
 
 def measure_train(spec: dict) -> dict:
+    """``train`` on one size. What it imports on first use (Ray, the estimators' libraries, the
+    MLflow store's migrations) is loaded before the clock starts; starting Ray is timed."""
     import mlflow
 
+    from steps.core import config
+    from steps.training import families
     from steps.training.trainer import train
 
+    for name in TRAIN_IMPORTS:
+        importlib.import_module(name)
+    # The searched families' libraries, and the baselines' (one-hot logreg, XGBoost).
+    for family in {*families.parse_families(spec["families"]), "logreg", "xgboost"}:
+        families.build_estimator(family, {}, SEED, 1)
+    config.configure_mlflow()
+    mlflow.MlflowClient().search_experiments(max_results=1)
+    modules = set(sys.modules)
     reset_peak_rss()
     started = time.perf_counter()
     run_id = train(
@@ -220,13 +256,19 @@ def measure_train(spec: dict) -> dict:
     return {
         "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
         "hpo_wall_s": metrics.get("hpo_wall_s"), "run_id": run_id,
+        "imported_while_timed": imported_since(modules),
     }  # fmt: skip
 
 
 def measure_monitor(spec: dict) -> dict:
-    from steps.monitoring import assess, scoring
+    """``assess`` on one batch and window, after an untimed ``assess`` of the small warm-up
+    batch and window (other files: nothing of theirs is cached for the measured ones), which
+    loads what the first call imports (Evidently's plotting) and the model."""
+    from steps.monitoring import assess
 
-    scoring.load_model(spec["model_uri"])  # kept for the process: assess finds it loaded
+    assess.assess(spec["warmup_uri"], recent_uri=spec["warmup_reference_uri"],
+                  model_uri=spec["model_uri"])  # fmt: skip
+    modules = set(sys.modules)
     reset_peak_rss()
     started = time.perf_counter()
     summary = assess.assess(spec["uri"], recent_uri=spec["reference_uri"],
@@ -234,6 +276,7 @@ def measure_monitor(spec: dict) -> dict:
     return {
         "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(),
         "alerts": summary["alerts"],
+        "imported_while_timed": imported_since(modules),
     }  # fmt: skip
 
 
@@ -430,7 +473,9 @@ def run(args) -> dict:
     ]  # fmt: skip
     specs += [
         {"stage": "monitor", "size": rows, "uri": uris[f"batch_{rows}"], "reference": reference,
-         "reference_uri": uris[f"reference_{reference}"], "model_uri": model_uri}
+         "reference_uri": uris[f"reference_{reference}"], "model_uri": model_uri,
+         "warmup_uri": uris[f"batch_{WARMUP_BATCH_ROWS}"],
+         "warmup_reference_uri": uris[f"reference_{WARMUP_REFERENCE_ROWS}"]}
         for reference in sizes["reference"] for rows in sizes["batch"]
     ]  # fmt: skip
     specs += [
@@ -460,7 +505,7 @@ def run(args) -> dict:
             {
                 k: (round(v, 4) if isinstance(v, float) else v)
                 for k, v in row.items()
-                if k not in ("uri", "reference_uri", "model_uri", "families", "trials")
+                if not k.endswith("uri") and k not in ("families", "trials")
             }
             for row in rows
         ],
