@@ -38,7 +38,7 @@ the fitted growth exponent per stage (slope of log seconds on log size, ``numpy.
 "no exponent above 1.1", beside it the slope between the two largest sizes alone (a fixed cost
 flattens the fit over all sizes), the monitoring goal, and ONE final JSON line of every number.
 
-    python -m benchmarks.scaling --work-dir DIR [--quick]
+    python -m benchmarks.scaling --work-dir DIR [--quick] [--stages train,monitor,score]
 
 ``--work-dir`` keeps the stores (ingest and split run there when absent, as
 ``benchmarks/replay.py`` does: ``HEALTH_PREDICT_RAW_DATA`` names the dataset), the resampled
@@ -474,6 +474,9 @@ def report(rows: list[dict], summary: dict) -> None:
 
 def run(args) -> dict:
     """Prepare the inputs and the model, run every measurement, report."""
+    unknown = set(args.stages.split(",")) - {"train", "monitor", "score"}
+    if unknown:
+        raise SystemExit(f"unknown stages {sorted(unknown)}: choose from train, monitor, score")
     work_dir = Path(args.work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     prepare_stores(work_dir)
@@ -483,6 +486,7 @@ def run(args) -> dict:
     sizes = plan_sizes(args.quick)
     uris = prepare_inputs(sizes)
     model_uri = monitored_model(args.model_families, args.model_trials)
+    stages = set(args.stages.split(","))
     specs = [
         {"stage": "train", "size": rows, "uri": uris[f"train_{rows}"],
          "families": args.families, "trials": args.trials_per_family}
@@ -500,6 +504,7 @@ def run(args) -> dict:
         for stage in ("score_in_process", "score_server") for rows in sizes["score"]
     ]  # fmt: skip
     cache = storage.join(config.data_uri(), config.SCORE_CACHE_DIR)
+    specs = [spec for spec in specs if spec["stage"].split("_")[0] in stages]
     rows = []
     for spec in specs:
         if spec["stage"] == "monitor":
@@ -512,6 +517,7 @@ def run(args) -> dict:
     summary = {
         "benchmark": "scaling",
         "quick": args.quick,
+        "stages": args.stages,
         "train_search": {"families": args.families, "trials_per_family": args.trials_per_family},
         "model": {
             "families": args.model_families,
@@ -569,6 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--model-trials", type=int, default=2, help="trials per family of that model (default: 2)"
+    )
+    parser.add_argument(
+        "--stages",
+        default="train,monitor,score",
+        help="comma-separated stages to measure (default: train,monitor,score)",
     )
     parser.add_argument(
         "--profile",
