@@ -76,6 +76,16 @@ def run_training(args, env) -> tuple[float, float, float]:
     ]  # fmt: skip
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=config.PROJECT_ROOT)
+    driver_mib, tree_mib = wait_with_peak_rss(process)
+    if process.returncode:
+        raise SystemExit(f"train failed with exit code {process.returncode}")
+    return time.perf_counter() - started, driver_mib, tree_mib
+
+
+def wait_with_peak_rss(process: subprocess.Popen, interval_s: float = 0.2) -> tuple[float, float]:
+    """Wait for ``process``; return the peak RSS (MiB) of it alone and of its whole process tree
+    (the RSS of it and every descendant summed: Ray workers, a scoring server), sampled every
+    ``interval_s``."""
     driver = psutil.Process(process.pid)
     peak_driver = peak_tree = 0
     while process.poll() is None:
@@ -85,10 +95,8 @@ def run_training(args, env) -> tuple[float, float, float]:
             peak_driver, peak_tree = max(peak_driver, rss[0]), max(peak_tree, sum(rss))
         except psutil.Error:
             pass
-        time.sleep(0.2)
-    if process.returncode:
-        raise SystemExit(f"train failed with exit code {process.returncode}")
-    return time.perf_counter() - started, peak_driver / 2**20, peak_tree / 2**20
+        time.sleep(interval_s)
+    return peak_driver / 2**20, peak_tree / 2**20
 
 
 def latency_ms(model, frame) -> dict[str, float]:

@@ -64,7 +64,9 @@ def exclude_training_patients(
     """The rows of ``evaluation`` whose patient is not in ``training_patients``."""
     training = set(training_patients)
     ids = patient_ids(evaluation, "the evaluation data")
-    overlap = np.isin(ids, list(training)) if training else np.zeros(len(ids), dtype=bool)
+    # A hash lookup per row: numpy's isin compares an object array with every training patient
+    # in turn (rows x patients; 16 s for an 80k-row batch against 13k patients).
+    overlap = pd.Series(ids).isin(list(training)).to_numpy(dtype=bool)
     return Disjointness(
         keep=~overlap,
         rows_excluded=int(overlap.sum()),
