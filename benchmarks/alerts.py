@@ -207,7 +207,8 @@ def run(work_dir: Path, args) -> dict:
 
 def main() -> None:
     # The loop's recent window (declared once, in the loop): the window the thresholds are
-    # chosen with is the one the monitoring loop gives the monitor.
+    # chosen with is the one the monitoring loop gives the monitor. Imported here, like the step
+    # modules in run(), so that --help answers without loading MLflow and pandas.
     from steps.orchestration.loop import RECENT_WINDOW_BATCHES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -52,7 +52,6 @@ import argparse
 import importlib
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -196,12 +195,6 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def peak_rss_mb(pid: int | str = "self") -> float:
-    """VmHWM of a process, in MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
-
-
 def imported_since(modules: set[str]) -> dict[str, int]:
     """Modules imported since ``modules`` was taken, counted per top-level package: what the
     timed work still loaded on first use."""
@@ -235,6 +228,7 @@ def measure_train(spec: dict) -> dict:
     MLflow store's migrations) is loaded before the clock starts; starting Ray is timed."""
     import mlflow
 
+    from benchmarks.serving import peak_rss_mb
     from steps.core import config
     from steps.training import families
     from steps.training.trainer import train
@@ -266,6 +260,7 @@ def measure_monitor(spec: dict) -> dict:
     """``assess`` on one batch and window, after an untimed ``assess`` of the small warm-up
     batch and window (other files: nothing of theirs is cached for the measured ones), which
     loads what the first call imports (Evidently's plotting) and the model."""
+    from benchmarks.serving import peak_rss_mb
     from steps.monitoring import assess
 
     assess.assess(spec["warmup_uri"], recent_uri=spec["warmup_reference_uri"],
@@ -286,7 +281,7 @@ def measure_score_in_process(spec: dict) -> dict:
     import mlflow
     import pandas as pd
 
-    from benchmarks.serving import encounter_records
+    from benchmarks.serving import encounter_records, peak_rss_mb
 
     frame = pd.DataFrame(encounter_records(spec["size"]))
     own = mlflow.pyfunc.load_model(spec["model_uri"]).unwrap_python_model()
@@ -298,7 +293,7 @@ def measure_score_in_process(spec: dict) -> dict:
 def measure_score_server(spec: dict) -> dict:
     import requests
 
-    from benchmarks.serving import encounter_records, server_peak_rss_mb
+    from benchmarks.serving import encounter_records, peak_rss_mb, server_peak_rss_mb
     from steps.deployment import server
 
     body = json.dumps({"dataframe_records": encounter_records(spec["size"])})

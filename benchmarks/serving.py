@@ -73,13 +73,16 @@ def server_peak_rss_mb(port: int) -> float:
         if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
     }  # fmt: skip
     server = psutil.Process(pid)
-    peak_kb = 0
-    for process in (server, *server.children(recursive=True)):
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        peak_kb += int(
-            next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]
-        )
-    return peak_kb / 1024
+    return sum(peak_rss_mb(process.pid) for process in (server, *server.children(recursive=True)))
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak resident memory (VmHWM) of one process, in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return (
+        int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+        / 1024
+    )
 
 
 def _server_numbers(http: requests.Session, url: str, rows: list[dict], params: dict) -> dict:
