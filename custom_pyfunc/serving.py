@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections import Counter
@@ -55,6 +56,9 @@ MAX_JSON_DEPTH = 4
 _NON_ROW_LEAVES = 3
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"{}[]')))
 MAX_INTEGER_DIGITS = 18  # every int64 count fits; longer ones would overflow float conversion
+# A run of more digits anywhere in the body (a string's too): only then is every integer checked
+# as it is parsed, a Python call per number that costs ~5 ms on a 1,000-row body.
+_LONG_DIGIT_RUN = re.compile(rb"\d{%d}" % (MAX_INTEGER_DIGITS + 1))
 ROUTES = {"/ping": {"GET", "HEAD"}, "/health": {"GET", "HEAD"}, "/version": {"GET", "HEAD"}}
 ROUTES["/invocations"] = {"POST"}
 JSON_FORMATS = ("dataframe_records", "dataframe_split")
@@ -119,8 +123,9 @@ def _parse_int(digits: str) -> int:
 
 def _load_json(data: bytes) -> Any:
     """The decoded body; malformed, too deeply nested or unreadable numbers are a 400."""
+    parse_int = _parse_int if _LONG_DIGIT_RUN.search(data) else None
     try:
-        return json.loads(data, parse_int=_parse_int)
+        return json.loads(data, parse_int=parse_int)
     except RefusedRequest:
         raise
     except UnicodeDecodeError:
@@ -183,20 +188,25 @@ def _prescan_csv(data: bytes, limit: int | None) -> None:
 def _records_frame(records: Any) -> pd.DataFrame:
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise _bad_request("dataframe_records must be a list of objects, one per encounter.")
-    # A column absent from every record is reported by validation; from some records, here.
-    partly_absent = {
-        name: count
-        for name in columns.INPUT_COLUMNS
-        if 0 < (count := sum(1 for record in records if name not in record)) < len(records)
-    }
-    if partly_absent:
-        raise validation.InvalidModelInput(
-            [
-                f"column '{name}' is missing from {count} of {len(records)} records"
-                for name, count in partly_absent.items()
-            ]
-        )
-    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    if not records:
+        return pd.DataFrame()
+    # A column absent from every record is reported by validation; from some records, here
+    # (counted only when the key sets differ: one C-speed comparison per record otherwise).
+    keys = records[0].keys()
+    if any(record.keys() != keys for record in records):
+        partly_absent = {
+            name: count
+            for name in columns.INPUT_COLUMNS
+            if 0 < (count := sum(1 for record in records if name not in record)) < len(records)
+        }
+        if partly_absent:
+            raise validation.InvalidModelInput(
+                [
+                    f"column '{name}' is missing from {count} of {len(records)} records"
+                    for name, count in partly_absent.items()
+                ]
+            )
+    return pd.DataFrame.from_records(records)
 
 
 def _split_frame(split: Any) -> pd.DataFrame:
