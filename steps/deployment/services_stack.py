@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ from steps.deployment import images
 from steps.deployment.images import ImageError
 
 COMPOSE_FILE = config.PROJECT_ROOT / "docker-compose.yml"
+# ${NAME}, ${NAME:-default}, ${NAME:?message}; "$${...}" is an escaped dollar, not a variable.
+VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
 
 
 ENV_FILE = config.PROJECT_ROOT / ".env"
@@ -125,13 +128,23 @@ def write_env(path: Path = ENV_FILE, settings: dict[str, str] | None = None) -> 
 def compose(
     *args: str, env_file: Path = ENV_FILE, project: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:
-    """Run a compose command on docker-compose.yml with ``env_file``."""
+    """Run a compose command on docker-compose.yml with ``env_file``, the only source of the
+    variables the file interpolates (:func:`compose_environment`)."""
     command = [*compose_command(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE)]
     if project:
         command += ["-p", project]
     return subprocess.run(
-        [*command, *args], cwd=config.PROJECT_ROOT, check=check, capture_output=True, text=True
-    )
+        [*command, *args], cwd=config.PROJECT_ROOT, env=compose_environment(), check=check,
+        capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def compose_environment() -> dict[str, str]:
+    """This process's environment without the variables docker-compose.yml interpolates: compose
+    lets the shell override the env file, so a ``HEALTH_PREDICT_DATA_URI`` exported for local
+    runs would send the stack's containers to a host path instead of the stack's bucket."""
+    interpolated = set(VARIABLE.findall(COMPOSE_FILE.read_text()))
+    return {name: value for name, value in os.environ.items() if name not in interpolated}
 
 
 def store_target_dir() -> Path:
