@@ -97,7 +97,7 @@ def run(work_dir: Path, args) -> dict[str, object]:
             "rows": len(evaluation.labels),
         }
         print(json.dumps({family: per_family[family]}), flush=True)
-    default = str(config.project_defaults("train")["families"])
+    default = config.default_families()
     lists = sorted(
         {*((f,) for f in per_family), tuple(default.split(",")), tuple(families.FAMILIES)}
     )

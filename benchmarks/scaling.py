@@ -477,7 +477,7 @@ def run(args) -> dict:
     prepare_stores(work_dir)
     from steps.core import config, storage
 
-    args.model_families = args.model_families or config.project_defaults("train")["families"]
+    args.model_families = args.model_families or config.default_families()
     sizes = plan_sizes(args.quick)
     uris = prepare_inputs(sizes)
     model_uri = monitored_model(args.model_families, args.model_trials)

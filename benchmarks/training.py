@@ -124,7 +124,7 @@ def latency_ms(model, frame) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-uri", default=config.data_uri())
-    parser.add_argument("--families", default=config.project_defaults("train")["families"])
+    parser.add_argument("--families", default=config.default_families())
     parser.add_argument("--trials-per-family", type=int, default=4)
     parser.add_argument("--time-budget-s", type=float, default=3600)
     parser.add_argument("--seed", type=int, default=42)

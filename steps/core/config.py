@@ -167,6 +167,12 @@ def project_defaults(entry_point: str) -> dict[str, object]:
     }
 
 
+def default_families() -> str:
+    """``train``'s model families by default, as MLproject declares them (its one declaration;
+    chosen on the tuning period by benchmarks/families.py)."""
+    return str(project_defaults("train")["families"])
+
+
 def _whole_number(text: str) -> int:
     """An integer option given as ``8`` or ``8.0`` (MLproject float parameters); not ``8.5``."""
     value = float(text)

@@ -25,7 +25,7 @@ def serve_and_query_champion() -> list[dict]:
 def run_pipeline(
     raw_data: str = "",
     data_uri: str = "",
-    families: str = "logreg,catboost",
+    families: str = "",
     trials_per_family: int = 4,
     time_budget_s: float = 300,
     replay_batches: int = 2,
@@ -42,7 +42,7 @@ def run_pipeline(
         "train",
         {
             "data_uri": data_uri,
-            "families": families,
+            "families": families or config.default_families(),
             "trials_per_family": trials_per_family,
             "time_budget_s": time_budget_s,
         },

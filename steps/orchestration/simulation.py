@@ -238,7 +238,7 @@ def simulate(
     batch_size: int = 5000,
     max_batches: int = 0,
     trials_per_family: int = 4,
-    families: str = "logreg,catboost",
+    families: str = "",
     reset: bool = True,
     thresholds: dict[str, float] | None = None,
     gate: dict[str, float] | None = None,
@@ -258,6 +258,7 @@ def simulate(
     Long because it is the replay's setup, batch loop and MLflow logging in order.
     """
     data_uri = data_uri or config.data_uri()
+    families = families or config.default_families()
     training = {"families": families, "trials_per_family": int(trials_per_family)}
     retraining_policy = engine.parse_policy(policy)
     # Everything that can stop the run is checked before a reset, which keeps the previous loop

@@ -60,7 +60,7 @@ def log_best_models(
 
 def train(
     data_uri: str = "",
-    families: str | list[str] = "logreg,catboost",
+    families: str | list[str] = "",
     trials_per_family: int = 4,
     seed: int = 42,
     time_budget_s: float = 3600,
@@ -71,7 +71,7 @@ def train(
     calibration_uri: str = "",
 ) -> str:
     """Run HPO, log every trial and each family's best pyfunc; return the training run id."""
-    family_list = parse_families(families)
+    family_list = parse_families(families or config.default_families())
     data = load_training_data(data_uri, target, extra_train_uri, calibration_uri)
     experiment_id = config.ensure_experiment(config.TRAINING_EXPERIMENT)
     with mlflow.start_run(tags={ROLE_TAG: TRAINING_ROLE}) as parent:
