@@ -313,9 +313,18 @@ def invocations(data: bytes, content_type: str | None, model, input_schema=None)
         _logger.error("the model failed on a validated request: %s", type(error).__name__)
         failed = RefusedRequest(500, "INTERNAL_ERROR", "The model failed on a valid request.")
         return answer(500, failed.body())
-    output = io.StringIO()
-    scoring_server.predictions_to_json(predictions, output)
-    return answer(200, output.getvalue())
+    return answer(200, predictions_json(predictions))
+
+
+def predictions_json(predictions: pd.DataFrame) -> str:
+    """The answer body, byte for byte MLflow's ``predictions_to_json`` (``{"predictions": [one
+    object per row]}``, its numpy-aware encoder), encoded in one C-speed call: MLflow streams it
+    through ``json.dump``, whose pure-Python encoder took ~25 ms for 1,000 rows with reasons."""
+    # lazy: only a scoring server answers (its import takes ~10 s, see invocations)
+    from mlflow.utils.proto_json_utils import NumpyEncoder
+
+    records = predictions.to_dict(orient="records")
+    return json.dumps({"predictions": records}, cls=NumpyEncoder)
 
 
 Send = Callable[[dict], Awaitable[None]]

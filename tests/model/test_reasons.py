@@ -6,11 +6,14 @@ contribution code is the one the served model runs.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.special import expit
 
-from custom_pyfunc import columns, reasons
+from custom_pyfunc import columns, reasons, serving
 from steps.core import config
 from steps.training import data as training_data
 from steps.training import fitting
@@ -90,6 +93,15 @@ def test_contributions_plus_base_value_equal_the_log_odds(family, real_slice):
         positives = sorted((c for c in row.values() if c > 0), reverse=True)
         assert up == positives[: len(up)] and len(up) == min(3, len(positives))
         assert all(row[r["column"]] == r["contribution"] for r in raised + lowered)
+
+    # The scoring server's answer encoding is MLflow's own, byte for byte, with and without reasons.
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    plain = predictor.predict(frame)
+    for answer in (plain, pd.concat([plain, top], axis=1)):
+        expected = io.StringIO()
+        predictions_to_json(answer, expected)
+        assert serving.predictions_json(answer) == expected.getvalue()
 
 
 def test_a_random_forest_refuses_reasons_naming_the_param(real_slice):
