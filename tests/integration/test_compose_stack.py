@@ -137,8 +137,27 @@ def recreate_store(docker_client, project: str, env_file) -> None:
     wait_for(lambda: healthy(docker_client, project, {"s3"}), 120, "the recreated store")
 
 
+@pytest.fixture
+def stack_mlflow(compose_stack, monkeypatch):
+    """This process's MLflow client (and the CLIs it starts) on the stack's server, with basic
+    auth; the session's own stores again afterwards (``set_tracking_uri`` outranks the env)."""
+    _, values, _ = compose_stack
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    for name, value in {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{values['MLFLOW_PORT']}",
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_ADMIN_PASSWORD"],
+        **services_stack.HOST_CLIENT_ENV,
+    }.items():
+        monkeypatch.setenv(name, value)
+    config.configure_mlflow()
+    yield
+    mlflow.set_tracking_uri(previous[0])
+    mlflow.set_registry_uri(previous[1])
+
+
 def test_training_dag_through_rest_then_prediction_from_serving(
-    compose_stack, docker_client, monkeypatch
+    compose_stack, docker_client, stack_mlflow
 ):
     project, values, env_file = compose_stack
     base = f"http://127.0.0.1:{values['AIRFLOW_PORT']}"
@@ -176,15 +195,8 @@ def test_training_dag_through_rest_then_prediction_from_serving(
     for keys in (("made-up-key", "made-up-secret"), (values["S3_ACCESS_KEY_ID"], "wrong")):
         assert store_listing(project, env_file, buckets[0], *keys) == {"refused": 403}
 
-    # The champion, read from the stack's MLflow (basic auth), served by the stack's container.
-    # (monkeypatch: later tests of the session keep their own tracking store)
-    for name, value in {
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{values['MLFLOW_PORT']}",
-        "MLFLOW_TRACKING_USERNAME": "admin",
-        "MLFLOW_TRACKING_PASSWORD": values["MLFLOW_ADMIN_PASSWORD"],
-        **services_stack.HOST_CLIENT_ENV,
-    }.items():
-        monkeypatch.setenv(name, value)
+    # The champion, read from the stack's MLflow (basic auth, ``stack_mlflow``), served by the
+    # stack's container.
     unauthenticated = requests.get(
         f"http://127.0.0.1:{values['MLFLOW_PORT']}/api/2.0/mlflow/experiments/search",
         params={"max_results": 1}, timeout=30,
