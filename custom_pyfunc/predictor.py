@@ -48,8 +48,23 @@ class ReadmissionPredictor:
         return self._probability(self.engineered(frame))
 
     def _probability(self, engineered: pd.DataFrame) -> np.ndarray:
-        model = self.calibrated if self.calibrated is not None else self.estimator
-        return model.predict_proba(engineered)[:, 1]
+        if self.calibrated is None:
+            return self.estimator.predict_proba(engineered)[:, 1]
+        return self._calibrated_probability(engineered)
+
+    def _calibrated_probability(self, engineered: pd.DataFrame) -> np.ndarray:
+        """``calibrated.predict_proba(engineered)[:, 1]`` computed as scikit-learn does for two
+        classes (each calibrator on its frozen estimator's decision function, else its positive
+        probability; their mean) without the per-call checks that cost about 0.6 ms a request."""
+        positive = []
+        for calibrated in self.calibrated.calibrated_classifiers_:
+            frozen = calibrated.estimator
+            if hasattr(frozen, "decision_function"):
+                response = frozen.decision_function(engineered)
+            else:
+                response = frozen.predict_proba(engineered)[:, 1]
+            positive.append(calibrated.calibrators[0].predict(response))
+        return np.mean(positive, axis=0)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``prediction`` (0/1 at ``threshold``) and ``probability_score``, in input order."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from custom_pyfunc import columns, features
@@ -114,6 +116,28 @@ def test_catboost_family_fits_calibrates_and_predicts_single_rows():
     assert single["probability_score"].iloc[0] == pytest.approx(batch["probability_score"].iloc[3])
     assert batch["probability_score"].between(0, 1).all()
     assert any(r.startswith("catboost==") for r in pinned_requirements(predictor))
+
+
+@pytest.mark.parametrize("family", ["logreg", "lightgbm", "catboost"])
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_calibrated_probability_is_scikit_learns_own(family, method):
+    """The served shortcut through the calibrators equals ``CalibratedClassifierCV``'s answer,
+    for a family with a decision function (logreg, lightgbm) and one without (catboost)."""
+    _, x_train, y_train = _engineered(synthetic_encounters(600, seed=6))
+    _, x_val, y_val = _engineered(synthetic_encounters(400, seed=7))
+    params = {"logreg": {"C": 1.0}, "lightgbm": {"n_estimators": 20, "num_leaves": 7},
+              "catboost": {"n_estimators": 20, "depth": 3}}[family]  # fmt: skip
+    pipeline = Pipeline(
+        [
+            ("features", FeatureEncoder(encoding=families.ENCODING[family])),
+            ("model", families.build_estimator(family, params, seed=0, n_jobs=1)),
+        ]
+    ).fit(x_train, y_train)
+    calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method=method).fit(x_val, y_val)
+    predictor = ReadmissionPredictor(pipeline, threshold=0.5, family=family, calibrated=calibrated)
+    expected = calibrated.predict_proba(x_val)[:, 1]
+    np.testing.assert_allclose(predictor._probability(x_val), expected, rtol=0, atol=1e-12)
+    assert np.ptp(expected) > 0
 
 
 def test_baselines_score_raw_rows_and_compare_with_a_paired_interval():
